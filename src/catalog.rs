@@ -1,0 +1,55 @@
+//! The resource catalog: which Procore endpoints a sync walks, read from
+//! `procore_sync_resource` so that adding an endpoint is an INSERT, not a release.
+
+use pgrx::prelude::*;
+
+use crate::errors::SyncError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    User,
+    Company,
+    Project,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    pub path_template: String,
+    pub scope: Scope,
+    pub supports_updated_at_filter: bool,
+    pub paginated: bool,
+    pub per_page: u32,
+}
+
+/// The resources a sync walks; `companies` and `projects` always, because every other
+/// resource is reached through them.
+pub fn enabled_resources() -> Result<Vec<Resource>, SyncError> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT name, path_template, scope, supports_updated_at_filter, paginated, per_page
+             FROM procore_sync_resource
+             WHERE enabled OR name IN ('companies', 'projects')
+             ORDER BY name <> 'companies', name <> 'projects', name",
+            None,
+            &[],
+        )?;
+        let mut resources = Vec::new();
+        for row in rows {
+            let scope = match row.get::<String>(3)?.as_deref() {
+                Some("user") => Scope::User,
+                Some("company") => Scope::Company,
+                _ => Scope::Project,
+            };
+            resources.push(Resource {
+                name: row.get(1)?.unwrap_or_default(),
+                path_template: row.get(2)?.unwrap_or_default(),
+                scope,
+                supports_updated_at_filter: row.get(4)?.unwrap_or(false),
+                paginated: row.get(5)?.unwrap_or(true),
+                per_page: row.get::<i32>(6)?.unwrap_or(100).clamp(1, 10_000) as u32,
+            });
+        }
+        Ok(resources)
+    })
+}

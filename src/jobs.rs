@@ -1,0 +1,265 @@
+//! pg_cron-compatible jobs: `procore_sync_schedule`, `procore_sync_unschedule`,
+//! `procore_sync_alter_job`, and the run history the scheduler and job runners keep.
+//! The functions run as the extension owner (security definer) and check the caller's
+//! role themselves, so a role can manage its own jobs and nobody else's.
+
+use pgrx::prelude::*;
+
+use crate::errors::{OrRaise, SyncError};
+use crate::schedule;
+
+struct Caller {
+    name: String,
+    superuser: bool,
+}
+
+/// The role that called us, looked through security definer (the role after SET ROLE).
+fn caller() -> Result<Caller, SyncError> {
+    let oid = unsafe { pg_sys::GetOuterUserId() };
+    let name = Spi::get_one_with_args::<String>(
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
+        &[oid.into()],
+    )?
+    .ok_or_else(|| SyncError::Internal("the calling role does not exist".into()))?;
+    Ok(Caller { name, superuser: unsafe { pg_sys::superuser_arg(oid) } })
+}
+
+fn validate_schedule(expr: &str) -> Result<(), SyncError> {
+    schedule::parse(expr)
+        .map(|_| ())
+        .map_err(|e| SyncError::InvalidSchedule(e.to_string()))
+}
+
+fn validate_command(command: &str) -> Result<(), SyncError> {
+    if command.trim().is_empty() {
+        return Err(SyncError::InvalidArgument("a job's command cannot be empty".into()));
+    }
+    Ok(())
+}
+
+/// Creates a job, or changes the schedule and command of the caller's job of that name.
+#[pg_extern(volatile, security_definer)]
+#[search_path(@extschema@, pg_catalog)]
+fn procore_sync_schedule(job_name: &str, schedule: &str, command: &str) -> i64 {
+    schedule_job(job_name, schedule, command).or_raise()
+}
+
+fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, SyncError> {
+    if job_name.trim().is_empty() {
+        return Err(SyncError::InvalidArgument("a job needs a name".into()));
+    }
+    validate_schedule(schedule)?;
+    validate_command(command)?;
+    let caller = caller()?;
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO procore_sync_job (jobname, schedule, command, username)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (jobname, username) DO UPDATE
+         SET schedule = EXCLUDED.schedule, command = EXCLUDED.command
+         RETURNING jobid",
+        &[job_name.into(), schedule.into(), command.into(), caller.name.into()],
+    )?
+    .ok_or_else(|| SyncError::Internal("the job was not saved".into()))
+}
+
+/// Removes the caller's job of that name.
+#[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
+#[search_path(@extschema@, pg_catalog)]
+fn procore_sync_unschedule_by_name(job_name: &str) -> bool {
+    let caller = caller().or_raise();
+    let deleted = Spi::get_one_with_args::<i64>(
+        "DELETE FROM procore_sync_job WHERE jobname = $1 AND username = $2 RETURNING jobid",
+        &[job_name.into(), caller.name.clone().into()],
+    )
+    .map_err(SyncError::from)
+    .or_raise();
+    if deleted.is_none() {
+        SyncError::UnknownJob(format!("could not find a job named '{job_name}' owned by {}", caller.name)).raise();
+    }
+    true
+}
+
+/// Removes a job by id: the caller's own, or any job for a superuser.
+#[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
+#[search_path(@extschema@, pg_catalog)]
+fn procore_sync_unschedule_by_id(job_id: i64) -> bool {
+    job_owner(job_id).or_raise();
+    Spi::run_with_args("DELETE FROM procore_sync_job WHERE jobid = $1", &[job_id.into()])
+        .map_err(SyncError::from)
+        .or_raise();
+    true
+}
+
+/// The owner of a job the caller may change, or an error saying why not.
+fn job_owner(job_id: i64) -> Result<String, SyncError> {
+    let caller = caller()?;
+    let owner = Spi::get_one_with_args::<String>(
+        "SELECT username FROM procore_sync_job WHERE jobid = $1",
+        &[job_id.into()],
+    )?;
+    match owner {
+        None => Err(SyncError::UnknownJob(format!("could not find job {job_id}"))),
+        Some(owner) if owner != caller.name && !caller.superuser => Err(SyncError::NotAllowed(format!(
+            "job {job_id} belongs to role {owner}; only it or a superuser can change it"
+        ))),
+        Some(owner) => Ok(owner),
+    }
+}
+
+/// pg_cron's `alter_job`: changes what is given, keeps the rest.
+#[pg_extern(volatile, security_definer)]
+#[search_path(@extschema@, pg_catalog)]
+fn procore_sync_alter_job(
+    job_id: i64,
+    schedule: default!(Option<&str>, "NULL"),
+    command: default!(Option<&str>, "NULL"),
+    database: default!(Option<&str>, "NULL"),
+    username: default!(Option<&str>, "NULL"),
+    active: default!(Option<bool>, "NULL"),
+) {
+    alter_job(job_id, schedule, command, database, username, active).or_raise()
+}
+
+fn alter_job(
+    job_id: i64,
+    schedule: Option<&str>,
+    command: Option<&str>,
+    database: Option<&str>,
+    username: Option<&str>,
+    active: Option<bool>,
+) -> Result<(), SyncError> {
+    job_owner(job_id)?;
+    if let Some(s) = schedule {
+        validate_schedule(s)?;
+    }
+    if let Some(c) = command {
+        validate_command(c)?;
+    }
+    let caller = caller()?;
+    if let Some(u) = username {
+        if u != caller.name && !caller.superuser {
+            return Err(SyncError::NotAllowed(
+                "only a superuser can make a job run as another role".into(),
+            ));
+        }
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+            &[u.into()],
+        )?;
+        if exists != Some(true) {
+            return Err(SyncError::InvalidArgument(format!("role \"{u}\" does not exist")));
+        }
+    }
+    if let Some(d) = database {
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)",
+            &[d.into()],
+        )?;
+        if exists != Some(true) {
+            return Err(SyncError::InvalidArgument(format!("database \"{d}\" does not exist")));
+        }
+    }
+    Spi::run_with_args(
+        "UPDATE procore_sync_job
+         SET schedule = coalesce($2, schedule), command = coalesce($3, command),
+             database = coalesce($4, database), username = coalesce($5, username),
+             active = coalesce($6, active)
+         WHERE jobid = $1",
+        &[
+            job_id.into(),
+            schedule.into(),
+            command.into(),
+            database.into(),
+            username.into(),
+            active.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A job as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub jobid: i64,
+    pub jobname: String,
+    pub schedule: String,
+    pub command: String,
+    pub database: String,
+    pub username: String,
+}
+
+pub fn active_jobs() -> Result<Vec<Job>, SyncError> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT jobid, coalesce(jobname, ''), schedule, command, database, username
+             FROM procore_sync_job WHERE active ORDER BY jobid",
+            None,
+            &[],
+        )?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            jobs.push(Job {
+                jobid: row.get(1)?.unwrap_or(0),
+                jobname: row.get(2)?.unwrap_or_default(),
+                schedule: row.get(3)?.unwrap_or_default(),
+                command: row.get(4)?.unwrap_or_default(),
+                database: row.get(5)?.unwrap_or_default(),
+                username: row.get(6)?.unwrap_or_default(),
+            });
+        }
+        Ok(jobs)
+    })
+}
+
+/// When each job last started, so a run missed during downtime happens once on start.
+pub fn last_start_epoch(jobid: i64) -> Result<Option<f64>, SyncError> {
+    Ok(Spi::get_one_with_args::<f64>(
+        "SELECT extract(epoch FROM max(start_time))::float8
+         FROM procore_sync_job_run_details WHERE jobid = $1",
+        &[jobid.into()],
+    )?)
+}
+
+pub fn start_run(job: &Job) -> Result<i64, SyncError> {
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO procore_sync_job_run_details
+             (jobid, database, username, command, status, start_time, jobname)
+         VALUES ($1, $2, $3, $4, 'starting', now(), nullif($5, ''))
+         RETURNING runid",
+        &[
+            job.jobid.into(),
+            job.database.as_str().into(),
+            job.username.as_str().into(),
+            job.command.as_str().into(),
+            job.jobname.as_str().into(),
+        ],
+    )?
+    .ok_or_else(|| SyncError::Internal("run not recorded".into()))
+}
+
+/// Ends a run that never reported its own end (its process is gone).
+pub fn fail_run(runid: i64, message: &str) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_job_run_details
+         SET status = 'failed', return_message = $2, end_time = now()
+         WHERE runid = $1 AND status IN ('starting', 'running')",
+        &[runid.into(), message.into()],
+    )?;
+    Ok(())
+}
+
+/// After a crash or restart no run can still be going: pg_cron leaves such rows `running`
+/// forever, which is what operators had to clean by hand.
+pub fn fail_interrupted_runs() -> Result<i64, SyncError> {
+    Ok(Spi::get_one::<i64>(
+        "WITH interrupted AS (
+            UPDATE procore_sync_job_run_details
+            SET status = 'failed', end_time = now(),
+                return_message = 'interrupted: the server or the scheduler restarted during the run'
+            WHERE status IN ('starting', 'running')
+              AND (job_pid IS NULL OR job_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))
+            RETURNING 1)
+         SELECT count(*) FROM interrupted",
+    )?
+    .unwrap_or(0))
+}

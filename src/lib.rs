@@ -1,0 +1,54 @@
+//! procore_sync: keeps a Postgres database in sync with the Procore API from inside the
+//! database. The pure parts (`schedule`, `procore`, `records`) know nothing of Postgres;
+//! the rest is the thin pgrx layer around them.
+
+use pgrx::prelude::*;
+
+mod catalog;
+mod credentials;
+mod errors;
+mod jobs;
+mod procore;
+mod queue;
+mod records;
+mod schedule;
+mod settings;
+mod store;
+mod sync;
+mod worker;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["schema"]);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+    // The scheduler can only be registered while the postmaster loads preloaded libraries;
+    // a library loaded later by a backend still offers every SQL function.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::scheduler::register();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'procore_sync'",
+            "max_worker_processes = 32",
+            // The in-database tests run in `pgrx_tests` inside transactions that roll back;
+            // the scheduler stays in its default database so it never races them.
+            "procore_sync.database_name = 'postgres'",
+        ]
+    }
+}

@@ -1,0 +1,142 @@
+//! In-database tests (`#[pg_test]`): the SQL surface, run inside a transaction that is
+//! rolled back. Behaviour that needs the background worker is tested end to end in
+//! `tests/e2e`.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).expect("query runs").unwrap_or(0)
+    }
+
+    #[pg_test]
+    fn default_jobs_exist_with_the_old_names_and_schedules() {
+        let jobs = Spi::get_one::<String>(
+            "SELECT string_agg(jobname || ' ' || schedule || ' ' || command, '; ' ORDER BY jobname)
+             FROM procore_sync_job WHERE jobname LIKE 'procore%'",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            jobs,
+            "procore-process-queue-every-minute * * * * * SELECT process_procore_sync_queue(); \
+             procore-queue-sync-every-10-minutes */10 * * * * SELECT queue_procore_sync_for_all_users()"
+        );
+    }
+
+    #[pg_test]
+    fn queuing_skips_revoked_users_and_never_duplicates_an_open_item() {
+        Spi::run(
+            "SELECT procore_set_tokens('00000000-0000-0000-0000-000000000001', 'a1', 'r1', 3600);
+             SELECT procore_set_tokens('00000000-0000-0000-0000-000000000002', 'a2', 'r2', 3600);
+             SELECT procore_set_tokens('00000000-0000-0000-0000-000000000003', 'a3', 'r3', 3600);
+             UPDATE procore_sync_credentials SET needs_reconnect = true
+             WHERE user_id = '00000000-0000-0000-0000-000000000003';",
+        )
+        .unwrap();
+        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(2));
+        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(0));
+        assert_eq!(count("SELECT count(*) FROM procore_sync_queue WHERE status = 'pending'"), 2);
+    }
+
+    #[pg_test]
+    fn processing_takes_at_most_batch_size_and_never_an_item_already_taken() {
+        Spi::run(
+            "SET procore_sync.batch_size = 3;
+             INSERT INTO procore_sync_credentials (user_id, access_token, refresh_token, expires_at)
+             SELECT gen_random_uuid(), 'a', 'r', now() + interval '1 hour' FROM generate_series(1, 5);",
+        )
+        .unwrap();
+        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(5));
+        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(3));
+        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(2));
+        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(0));
+        assert_eq!(count("SELECT count(*) FROM procore_sync_queue WHERE status = 'processing'"), 5);
+    }
+
+    #[pg_test]
+    fn the_old_runbook_sql_runs_verbatim() {
+        Spi::run(
+            "SELECT status, count(*) AS count, max(created_at) AS last_created
+             FROM procore_sync_queue GROUP BY status;
+             SELECT user_id, status, created_at, completed_at, error_message
+             FROM procore_sync_queue ORDER BY created_at DESC LIMIT 20;
+             SELECT jobname, schedule, active FROM procore_sync_job WHERE jobname LIKE 'procore%';
+             SELECT jobid, jobname, runid, status, return_message, start_time, end_time
+             FROM procore_sync_job_run_details WHERE jobname LIKE 'procore%'
+             ORDER BY start_time DESC LIMIT 20;
+             UPDATE procore_sync_queue SET status = 'pending', started_at = NULL
+             WHERE status = 'processing' AND started_at < now() - interval '10 minutes';
+             DELETE FROM procore_sync_queue
+             WHERE status IN ('completed', 'failed') AND created_at < now() - interval '7 days';",
+        )
+        .unwrap();
+    }
+
+    #[pg_test(error = "no Procore credentials for user 00000000-0000-0000-0000-0000000000aa")]
+    fn manual_sync_of_an_unknown_user_is_a_clear_error() {
+        Spi::run("SELECT * FROM procore_sync_user('00000000-0000-0000-0000-0000000000aa')").unwrap();
+    }
+
+    #[pg_test]
+    fn schedules_are_validated_and_jobs_upserted_by_name() {
+        let id = Spi::get_one::<i64>("SELECT procore_sync_schedule('nightly', '0 3 * * *', 'SELECT 1')")
+            .unwrap()
+            .unwrap();
+        let again = Spi::get_one::<i64>("SELECT procore_sync_schedule('nightly', '30 seconds', 'SELECT 2')")
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, again);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT schedule || '|' || command FROM procore_sync_job WHERE jobname = 'nightly'")
+                .unwrap(),
+            Some("30 seconds|SELECT 2".into())
+        );
+        Spi::run(&format!("SELECT procore_sync_alter_job({id}, active => false)")).unwrap();
+        assert_eq!(count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly' AND NOT active"), 1);
+        assert_eq!(Spi::get_one::<bool>("SELECT procore_sync_unschedule('nightly')").unwrap(), Some(true));
+        assert_eq!(count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly'"), 0);
+    }
+
+    #[pg_test(error = "invalid schedule \"61 * * * *\": minute field \"61\" at position 1 is out of range 0-59")]
+    fn a_bad_schedule_is_rejected_with_the_field_and_position() {
+        Spi::run("SELECT procore_sync_schedule('bad', '61 * * * *', 'SELECT 1')").unwrap();
+    }
+
+    #[pg_test]
+    fn upserting_the_same_page_twice_changes_nothing() {
+        use crate::records::page_rows;
+        use serde_json::json;
+        let page = || {
+            page_rows(vec![
+                json!({"id": 1, "subject": "Door", "status": "open", "updated_at": "2026-01-01T00:00:00Z"}),
+                json!({"id": 2, "subject": "O'Brien \"quoted\"; DROP TABLE x; -- ünïcødé", "status": {"name": "Closed"}}),
+            ])
+            .unwrap()
+        };
+        assert_eq!(crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(), 2);
+        assert_eq!(crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(), 0);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT subject FROM procore_rfis WHERE id = 2").unwrap(),
+            Some("O'Brien \"quoted\"; DROP TABLE x; -- ünïcødé".into())
+        );
+        assert_eq!(Spi::get_one::<String>("SELECT status FROM procore_rfis WHERE id = 2").unwrap(), Some("Closed".into()));
+    }
+
+    #[pg_test]
+    fn tokens_and_scheduling_are_not_open_to_other_roles() {
+        Spi::run("CREATE ROLE procore_sync_test_app").unwrap();
+        let allowed = |check: &str| Spi::get_one::<bool>(check).unwrap().unwrap();
+        assert!(!allowed("SELECT has_table_privilege('procore_sync_test_app', 'procore_sync_credentials', 'SELECT')"));
+        assert!(!allowed(
+            "SELECT has_function_privilege('procore_sync_test_app', 'procore_sync_schedule(text, text, text)', 'EXECUTE')"
+        ));
+        assert!(!allowed(
+            "SELECT has_function_privilege('procore_sync_test_app', 'procore_connect(uuid, text, text)', 'EXECUTE')"
+        ));
+    }
+}

@@ -1,0 +1,248 @@
+//! The sync queue: enqueue, claim, take, finish, reap. Claiming is `FOR UPDATE SKIP
+//! LOCKED` with a lease, so two callers never hold the same user and a dead worker's item
+//! is taken again once its lease runs out.
+
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+
+use crate::errors::{OrRaise, SyncError};
+use crate::settings;
+use crate::worker::sync_worker;
+
+/// Queues every connected user that has no open item. Returns how many were queued.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog)]
+fn queue_procore_sync_for_all_users() -> i32 {
+    Spi::get_one::<i64>(
+        "WITH queued AS (
+            INSERT INTO procore_sync_queue (user_id)
+            SELECT user_id FROM procore_sync_credentials WHERE NOT needs_reconnect
+            ORDER BY user_id
+            ON CONFLICT (user_id) WHERE status IN ('pending', 'processing') DO NOTHING
+            RETURNING 1)
+         SELECT count(*) FROM queued",
+    )
+    .map_err(SyncError::from)
+    .or_raise()
+    .unwrap_or(0) as i32
+}
+
+/// Takes up to `batch_size` due items for the worker pool and makes sure enough pool
+/// workers are running. Returns at once; the syncs happen in the workers.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog)]
+fn process_procore_sync_queue() -> i32 {
+    let claimed = claim_due_items(settings::batch_size()).or_raise();
+    sync_worker::ensure_pool(claimed).or_raise();
+    claimed as i32
+}
+
+/// Marks due items as taken for the pool (status `processing`, no worker yet). An item
+/// whose worker died is due again once its lease runs out.
+fn claim_due_items(limit: i32) -> Result<i64, SyncError> {
+    Ok(Spi::get_one_with_args::<i64>(
+        "WITH due AS (
+            SELECT id FROM procore_sync_queue
+            WHERE (status = 'pending' AND next_attempt_at <= now())
+               OR (status = 'processing' AND lease_expires_at < now())
+            ORDER BY next_attempt_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED),
+         claimed AS (
+            UPDATE procore_sync_queue q
+            SET status = 'processing', started_at = now(), worker_pid = NULL,
+                lease_expires_at = now() + make_interval(secs => $2)
+            FROM due WHERE q.id = due.id
+            RETURNING 1)
+         SELECT count(*) FROM claimed",
+        &[limit.into(), (settings::lease_seconds() as f64).into()],
+    )?
+    .unwrap_or(0))
+}
+
+pub struct TakenItem {
+    pub queue_id: i64,
+    pub user_id: String,
+    pub attempts: i32,
+}
+
+/// A pool worker takes one item for itself: first those claimed for the pool, then any
+/// other due item, so the pool keeps draining the queue between scheduler ticks.
+pub fn take_next_item() -> Result<Option<TakenItem>, SyncError> {
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH next AS (
+                SELECT id FROM procore_sync_queue
+                WHERE (status = 'processing' AND worker_pid IS NULL)
+                   OR (status = 'pending' AND next_attempt_at <= now())
+                   OR (status = 'processing' AND lease_expires_at < now())
+                ORDER BY status = 'processing' DESC, next_attempt_at, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE procore_sync_queue q
+             SET status = 'processing', started_at = now(), worker_pid = pg_backend_pid(),
+                 attempts = q.attempts + 1, completed_at = NULL,
+                 lease_expires_at = now() + make_interval(secs => $1)
+             FROM next WHERE q.id = next.id
+             RETURNING q.id, q.user_id::text, q.attempts",
+            Some(1),
+            &[(settings::lease_seconds() as f64).into()],
+        )?;
+        taken_item(rows)
+    })
+}
+
+/// A manual sync takes the user's open item if nobody is working on it, or opens one.
+pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
+    let busy = Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT id, worker_pid FROM procore_sync_queue
+             WHERE user_id = $1::uuid AND status = 'processing'
+               AND worker_pid IS NOT NULL AND lease_expires_at >= now()
+               AND worker_pid IN (SELECT pid FROM pg_stat_activity)
+             FOR UPDATE SKIP LOCKED",
+            Some(1),
+            &[user_id.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => Ok::<_, SyncError>(Some((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i32>(2)?.unwrap_or(0),
+            ))),
+            None => Ok(None),
+        }
+    })?;
+    if let Some((item, pid)) = busy {
+        return Err(SyncError::AlreadySyncing { user: user_id.to_string(), item, pid });
+    }
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "INSERT INTO procore_sync_queue AS q (user_id, status, started_at, worker_pid, attempts, lease_expires_at)
+             VALUES ($1::uuid, 'processing', now(), pg_backend_pid(), 1, now() + make_interval(secs => $2))
+             ON CONFLICT (user_id) WHERE status IN ('pending', 'processing') DO UPDATE
+             SET status = 'processing', started_at = now(), worker_pid = pg_backend_pid(),
+                 attempts = q.attempts + 1, lease_expires_at = EXCLUDED.lease_expires_at
+             -- a worker may have taken the item since the check above
+             WHERE q.status = 'pending' OR q.worker_pid IS NULL OR q.lease_expires_at < now()
+                OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.worker_pid)
+             RETURNING q.id, q.user_id::text, q.attempts",
+            Some(1),
+            &[user_id.into(), (settings::lease_seconds() as f64).into()],
+        )?;
+        taken_item(rows)
+    })?
+    .ok_or_else(|| SyncError::AlreadySyncing { user: user_id.to_string(), item: 0, pid: 0 })
+}
+
+fn taken_item(rows: pgrx::spi::SpiTupleTable) -> Result<Option<TakenItem>, SyncError> {
+    match rows.into_iter().next() {
+        Some(row) => Ok(Some(TakenItem {
+            queue_id: row.get(1)?.unwrap_or(0),
+            user_id: row.get(2)?.unwrap_or_default(),
+            attempts: row.get(3)?.unwrap_or(0),
+        })),
+        None => Ok(None),
+    }
+}
+
+/// How an item ends: each branch also tells listeners on `procore_sync`.
+pub enum Finish<'a> {
+    Completed { records: i64, requests: i64, warnings: Option<&'a str> },
+    RetryAt { at: DateTime<Utc>, error: &'a str, counts_as_attempt: bool },
+    /// Keeps the counts the worker's progress reports left on the row.
+    Failed { error: &'a str },
+    Released,
+}
+
+pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
+    match finish {
+        Finish::Completed { records, requests, warnings } => Spi::run_with_args(
+            "UPDATE procore_sync_queue
+             SET status = 'completed', completed_at = now(), error_message = $2,
+                 records_written = $3, requests_made = $4, lease_expires_at = NULL
+             WHERE id = $1",
+            &[queue_id.into(), warnings.into(), records.into(), requests.into()],
+        )?,
+        Finish::RetryAt { at, error, counts_as_attempt } => Spi::run_with_args(
+            "UPDATE procore_sync_queue
+             SET status = 'pending', next_attempt_at = to_timestamp($2), error_message = $3,
+                 worker_pid = NULL, lease_expires_at = NULL,
+                 attempts = CASE WHEN $4 THEN attempts ELSE greatest(attempts - 1, 0) END
+             WHERE id = $1",
+            &[
+                queue_id.into(),
+                (at.timestamp_millis() as f64 / 1000.0).into(),
+                error.into(),
+                counts_as_attempt.into(),
+            ],
+        )?,
+        Finish::Failed { error } => Spi::run_with_args(
+            "UPDATE procore_sync_queue
+             SET status = 'failed', completed_at = now(), error_message = $2, lease_expires_at = NULL
+             WHERE id = $1",
+            &[queue_id.into(), error.into()],
+        )?,
+        Finish::Released => Spi::run_with_args(
+            "UPDATE procore_sync_queue
+             SET status = 'pending', worker_pid = NULL, lease_expires_at = NULL,
+                 attempts = greatest(attempts - 1, 0)
+             WHERE id = $1",
+            &[queue_id.into()],
+        )?,
+    }
+    Spi::run_with_args("DELETE FROM procore_sync_progress WHERE queue_id = $1", &[queue_id.into()])?;
+    notify(queue_id)
+}
+
+/// `NOTIFY procore_sync` with the item as JSON, sent when the transaction commits.
+fn notify(queue_id: i64) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "SELECT pg_notify('procore_sync', json_build_object(
+                'id', id, 'user_id', user_id, 'status', status, 'attempts', attempts,
+                'error_message', error_message, 'records_written', records_written,
+                'requests_made', requests_made, 'next_attempt_at', next_attempt_at,
+                'completed_at', completed_at)::text)
+         FROM procore_sync_queue WHERE id = $1 AND status IN ('completed', 'failed', 'pending')",
+        &[queue_id.into()],
+    )?;
+    Ok(())
+}
+
+/// Items whose worker is gone (crash, kill, restart) go back to the queue at once instead
+/// of waiting out their lease.
+pub fn reap_orphaned_items() -> Result<i64, SyncError> {
+    Ok(Spi::get_one::<i64>(
+        "WITH orphaned AS (
+            UPDATE procore_sync_queue
+            SET status = 'pending', worker_pid = NULL, lease_expires_at = NULL,
+                error_message = 'sync worker ' || worker_pid || ' stopped before finishing; retrying'
+            WHERE status = 'processing' AND worker_pid IS NOT NULL
+              AND worker_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+            RETURNING 1)
+         SELECT count(*) FROM orphaned",
+    )?
+    .unwrap_or(0))
+}
+
+/// Retention: finished items and run history older than `procore_sync.retention`.
+pub fn purge_old_rows() -> Result<(), SyncError> {
+    let retention = settings::retention_seconds() as f64;
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_queue
+         WHERE status IN ('completed', 'failed')
+           AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)",
+        &[retention.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_job_run_details
+         WHERE status NOT IN ('starting', 'running')
+           AND coalesce(end_time, start_time) < now() - make_interval(secs => $1)",
+        &[retention.into()],
+    )?;
+    Spi::run(
+        "DELETE FROM procore_sync_progress p
+         WHERE NOT EXISTS (SELECT 1 FROM procore_sync_queue q
+                           WHERE q.id = p.queue_id AND q.status = 'processing')",
+    )?;
+    Ok(())
+}

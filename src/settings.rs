@@ -1,0 +1,224 @@
+//! `procore_sync.*` settings. URLs and secrets are superuser-only: whoever can change where
+//! tokens are sent could steal them.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use crate::procore::{ClientConfig, Secret};
+
+pub static DATABASE_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static API_BASE_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://api.procore.com"));
+pub static LOGIN_BASE_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://login.procore.com"));
+pub static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+pub static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static MAX_RESPONSE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static FULL_SYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
+
+pub fn register() {
+    GucRegistry::define_string_guc(
+        c"procore_sync.database_name",
+        c"Database the procore_sync scheduler connects to.",
+        c"Create the extension in this database; its jobs run there.",
+        &DATABASE_NAME,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.api_base_url",
+        c"Base URL of the Procore REST API.",
+        c"https is required; plain http is for local stand-ins and tests.",
+        &API_BASE_URL,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.login_base_url",
+        c"Base URL of Procore's OAuth server.",
+        c"https is required; plain http is for local stand-ins and tests.",
+        &LOGIN_BASE_URL,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.client_id",
+        c"OAuth client id of the Procore application.",
+        c"",
+        &CLIENT_ID,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.client_secret",
+        c"OAuth client secret of the Procore application.",
+        c"Never shown to non-superusers and never logged.",
+        &CLIENT_SECRET,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.ca_file",
+        c"Extra trusted CA certificates (PEM file) for HTTPS to Procore.",
+        c"Added to the built-in roots; certificates are always verified.",
+        &CA_FILE,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.timezone",
+        c"Time zone job schedules are read in (an IANA name such as Europe/Paris).",
+        c"An unknown name is reported in the server log and UTC is used.",
+        &TIMEZONE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.max_workers",
+        c"How many users are synced in parallel.",
+        c"Each sync is a background worker: keep max_worker_processes above this plus 2.",
+        &MAX_WORKERS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.batch_size",
+        c"How many queue items one process_procore_sync_queue() call takes.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.http_timeout_ms",
+        c"Timeout of one HTTP request to Procore.",
+        c"",
+        &HTTP_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.max_attempts",
+        c"How many times a queue item is tried before it is marked failed.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.retention",
+        c"How long finished queue items and job run history are kept.",
+        c"",
+        &RETENTION_S,
+        60,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.lease_timeout",
+        c"How long a sync worker may go silent before its item is taken again.",
+        c"Workers renew the lease after every page; a crashed worker's item is retaken after this.",
+        &LEASE_S,
+        5,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.full_sync_interval",
+        c"How often a resource is read in full, which is what reveals deleted records.",
+        c"In between, resources that support filters[updated_at] are read incrementally.",
+        &FULL_SYNC_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.max_response_size",
+        c"Largest Procore response body accepted, in megabytes.",
+        c"",
+        &MAX_RESPONSE_MB,
+        1,
+        4096,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn database_name() -> String {
+    string(&DATABASE_NAME)
+}
+
+pub fn timezone_name() -> String {
+    string(&TIMEZONE)
+}
+
+pub fn max_workers() -> i32 {
+    MAX_WORKERS.get()
+}
+
+pub fn batch_size() -> i32 {
+    BATCH_SIZE.get()
+}
+
+pub fn max_attempts() -> i32 {
+    MAX_ATTEMPTS.get()
+}
+
+pub fn retention_seconds() -> i64 {
+    i64::from(RETENTION_S.get())
+}
+
+pub fn full_sync_interval_seconds() -> i64 {
+    i64::from(FULL_SYNC_INTERVAL_S.get())
+}
+
+pub fn lease_seconds() -> i64 {
+    i64::from(LEASE_S.get())
+}
+
+/// The HTTP client's configuration as the settings say now.
+pub fn client_config() -> ClientConfig {
+    let ca_file = string(&CA_FILE);
+    ClientConfig {
+        api_base_url: string(&API_BASE_URL),
+        login_base_url: string(&LOGIN_BASE_URL),
+        client_id: string(&CLIENT_ID),
+        client_secret: Secret::new(string(&CLIENT_SECRET)),
+        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get().max(1) as u64),
+        ca_file: (!ca_file.is_empty()).then_some(ca_file),
+        max_response_bytes: MAX_RESPONSE_MB.get().max(1) as u64 * 1024 * 1024,
+        // Both URL settings are superuser-only, so a plain http URL was put there by a
+        // superuser on purpose (a stand-in or a test), which SPEC §2 allows.
+        allow_http: true,
+        user_agent: format!("procore_sync/{}", env!("CARGO_PKG_VERSION")),
+    }
+}

@@ -1,0 +1,286 @@
+//! Everything the sync writes or reads in the database: credentials, records, cursors and
+//! progress. Every statement is parameterised; none is built from data.
+
+use chrono::{DateTime, TimeZone, Utc};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::errors::SyncError;
+use crate::procore::{Secret, TokenPair};
+use crate::records::RecordRow;
+
+pub struct Credentials {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub expires_at: DateTime<Utc>,
+    pub needs_reconnect: bool,
+    pub reconnect_reason: Option<String>,
+}
+
+const SELECT_CREDENTIALS: &str = "
+    SELECT access_token, refresh_token, extract(epoch FROM expires_at)::float8,
+           needs_reconnect, reconnect_reason
+    FROM procore_sync_credentials WHERE user_id = $1::uuid";
+
+fn read_credentials(sql: &str, user_id: &str) -> Result<Option<Credentials>, SyncError> {
+    // Mutable because the refresh variant locks the row (FOR UPDATE).
+    Spi::connect_mut(|client| {
+        let rows = client.update(sql, Some(1), &[user_id.into()])?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let epoch: f64 = row.get(3)?.unwrap_or(0.0);
+        Ok(Some(Credentials {
+            access_token: Secret::new(row.get::<String>(1)?.unwrap_or_default()),
+            refresh_token: Secret::new(row.get::<String>(2)?.unwrap_or_default()),
+            expires_at: Utc
+                .timestamp_opt(epoch as i64, 0)
+                .single()
+                .unwrap_or_else(Utc::now),
+            needs_reconnect: row.get(4)?.unwrap_or(false),
+            reconnect_reason: row.get(5)?,
+        }))
+    })
+}
+
+pub fn credentials(user_id: &str) -> Result<Option<Credentials>, SyncError> {
+    read_credentials(SELECT_CREDENTIALS, user_id)
+}
+
+/// The credentials row, locked until the transaction ends: only one process may spend a
+/// single-use refresh token.
+pub fn credentials_for_refresh(user_id: &str) -> Result<Option<Credentials>, SyncError> {
+    read_credentials(&format!("{SELECT_CREDENTIALS} FOR UPDATE"), user_id)
+}
+
+pub fn save_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "INSERT INTO procore_sync_credentials AS c
+             (user_id, access_token, refresh_token, expires_at)
+         VALUES ($1::uuid, $2, $3, to_timestamp($4))
+         ON CONFLICT (user_id) DO UPDATE
+         SET access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
+             expires_at = EXCLUDED.expires_at, needs_reconnect = false, reconnect_reason = NULL,
+             refreshed_at = now()",
+        &[
+            user_id.into(),
+            tokens.access_token.expose().into(),
+            tokens.refresh_token.expose().into(),
+            (tokens.expires_at.timestamp() as f64).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The user must connect again; the queue stops taking them until then.
+pub fn mark_needs_reconnect(user_id: &str, reason: &str) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_credentials SET needs_reconnect = true, reconnect_reason = $2
+         WHERE user_id = $1::uuid",
+        &[user_id.into(), reason.into()],
+    )?;
+    Ok(())
+}
+
+/// Upserts one page; returns how many rows were inserted or changed. A record whose JSON is
+/// unchanged is not rewritten, so a second sync of the same data changes nothing.
+pub fn upsert_page(
+    resource: &str,
+    company_id: Option<i64>,
+    project_id: Option<i64>,
+    rows: Vec<RecordRow>,
+) -> Result<i64, SyncError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut names = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    let mut updated = Vec::with_capacity(rows.len());
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.procore_id);
+        names.push(row.name);
+        statuses.push(row.status);
+        updated.push(row.updated_at);
+        data.push(JsonB(row.data));
+    }
+    let changed = Spi::get_one_with_args::<i64>(
+        "WITH up AS (
+            INSERT INTO procore_records AS r
+                (resource, company_id, procore_id, project_id, name, status, updated_at, data)
+            SELECT $1, coalesce($2, t.id), t.id, $3, t.name, t.status, t.updated_at::timestamptz, t.data
+            FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[])
+                 AS t(id, name, status, updated_at, data)
+            ON CONFLICT (resource, company_id, procore_id) DO UPDATE
+            SET project_id = EXCLUDED.project_id, name = EXCLUDED.name, status = EXCLUDED.status,
+                updated_at = EXCLUDED.updated_at, data = EXCLUDED.data, synced_at = now(),
+                deleted_at = NULL
+            WHERE r.data IS DISTINCT FROM EXCLUDED.data
+               OR r.deleted_at IS NOT NULL
+               OR r.project_id IS DISTINCT FROM EXCLUDED.project_id
+            RETURNING 1)
+         SELECT count(*) FROM up",
+        &[
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+            ids.into(),
+            names.into(),
+            statuses.into(),
+            updated.into(),
+            data.into(),
+        ],
+    )?;
+    Ok(changed.unwrap_or(0))
+}
+
+pub struct Progress<'a> {
+    pub queue_id: i64,
+    pub user_id: &'a str,
+    pub resource: &'a str,
+    pub company_id: Option<i64>,
+    pub project_id: Option<i64>,
+    pub pages: i64,
+    pub records: i64,
+    pub requests: i64,
+    pub rate_limit: Option<(i32, i32)>,
+}
+
+/// Live progress for the running-syncs view, and the lease renewal that proves this worker
+/// is alive.
+pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError> {
+    let (remaining, limit) = match p.rate_limit {
+        Some((r, l)) => (Some(r), Some(l)),
+        None => (None, None),
+    };
+    Spi::run_with_args(
+        "INSERT INTO procore_sync_progress AS p
+             (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
+              requests, rate_limit_remaining, rate_limit_limit, updated_at)
+         VALUES ($1, $2::uuid, pg_backend_pid(), $3, $4, $5, $6, $7, $8, $9, $10, now())
+         ON CONFLICT (queue_id) DO UPDATE
+         SET worker_pid = EXCLUDED.worker_pid, resource = EXCLUDED.resource,
+             company_id = EXCLUDED.company_id, project_id = EXCLUDED.project_id,
+             pages = EXCLUDED.pages, records = EXCLUDED.records, requests = EXCLUDED.requests,
+             rate_limit_remaining = coalesce(EXCLUDED.rate_limit_remaining, p.rate_limit_remaining),
+             rate_limit_limit = coalesce(EXCLUDED.rate_limit_limit, p.rate_limit_limit),
+             updated_at = now()",
+        &[
+            p.queue_id.into(),
+            p.user_id.into(),
+            p.resource.into(),
+            p.company_id.into(),
+            p.project_id.into(),
+            p.pages.into(),
+            p.records.into(),
+            p.requests.into(),
+            remaining.into(),
+            limit.into(),
+        ],
+    )?;
+    Spi::run_with_args(
+        "UPDATE procore_sync_queue
+         SET lease_expires_at = now() + make_interval(secs => $2),
+             records_written = $3, requests_made = $4
+         WHERE id = $1",
+        &[
+            p.queue_id.into(),
+            (lease_seconds as f64).into(),
+            p.records.into(),
+            p.requests.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// When this user last finished `resource` in this scope, for incremental reads.
+pub fn cursor(
+    user_id: &str,
+    resource: &str,
+    company_id: i64,
+    project_id: i64,
+) -> Result<Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, SyncError> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT extract(epoch FROM last_synced_at)::float8,
+                    extract(epoch FROM last_full_sync_at)::float8
+             FROM procore_sync_cursor
+             WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
+            Some(1),
+            &[
+                user_id.into(),
+                resource.into(),
+                company_id.into(),
+                project_id.into(),
+            ],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let at = |v: Option<f64>| v.and_then(|e| Utc.timestamp_opt(e as i64, 0).single());
+        Ok(Some((at(row.get(1)?), at(row.get(2)?))))
+    })
+}
+
+/// Records that a pass over one resource in one scope finished. `window_end` is the upper
+/// bound the pass asked for (or its start for a full pass), never the finish time, so no
+/// change made during the pass is skipped next time.
+pub fn save_cursor(
+    user_id: &str,
+    resource: &str,
+    company_id: i64,
+    project_id: i64,
+    window_end: DateTime<Utc>,
+    full_pass: bool,
+    error: Option<&str>,
+) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "INSERT INTO procore_sync_cursor AS c
+             (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at, last_error)
+         VALUES ($1::uuid, $2, $3, $4,
+                 CASE WHEN $7::text IS NULL THEN to_timestamp($5) END,
+                 CASE WHEN $6 AND $7::text IS NULL THEN to_timestamp($5) END, $7)
+         ON CONFLICT (user_id, resource, company_id, project_id) DO UPDATE
+         SET last_synced_at = coalesce(EXCLUDED.last_synced_at, c.last_synced_at),
+             last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
+             last_error = EXCLUDED.last_error",
+        &[
+            user_id.into(),
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+            (window_end.timestamp() as f64).into(),
+            full_pass.into(),
+            error.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// After a full pass, every record of that scope that Procore did not return is gone from
+/// Procore: mark it deleted rather than drop it.
+pub fn mark_unseen_deleted(
+    resource: &str,
+    company_id: i64,
+    project_id: Option<i64>,
+    seen_ids: &[i64],
+) -> Result<i64, SyncError> {
+    let marked = Spi::get_one_with_args::<i64>(
+        "WITH gone AS (
+            UPDATE procore_records SET deleted_at = now()
+            WHERE resource = $1 AND company_id = $2
+              AND project_id IS NOT DISTINCT FROM $3
+              AND deleted_at IS NULL
+              AND NOT (procore_id = ANY ($4::bigint[]))
+            RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+            seen_ids.to_vec().into(),
+        ],
+    )?;
+    Ok(marked.unwrap_or(0))
+}

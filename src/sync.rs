@@ -1,0 +1,460 @@
+//! One user's sync (SPEC §4): a fresh token, then companies → company resources → projects
+//! → project resources, page by page. Runs in a background worker; every page is committed
+//! on its own so progress survives a crash, and HTTP never happens inside a long transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::catalog::{self, Resource, Scope};
+use crate::errors::SyncError;
+use crate::procore::pagination::{expand_path, updated_at_filter};
+use crate::procore::rate_limit::delay_before_next;
+use crate::procore::{backoff, Client, Page, PageRequest, ProcoreError, RateLimit, Secret};
+use crate::records;
+use crate::settings;
+use crate::store::{self, Progress};
+use crate::worker::in_transaction;
+
+/// Refresh this long before expiry, so no request goes out with a token about to die.
+const REFRESH_MARGIN: TimeDelta = TimeDelta::seconds(60);
+/// Waits up to this long happen in place; longer ones park the item and free the worker.
+const LONGEST_INLINE_WAIT: Duration = Duration::from_secs(15);
+/// Retries of one request before the item as a whole is retried later.
+const REQUEST_RETRIES: u32 = 3;
+/// Incremental windows start this much before the last pass, for clock skew between
+/// Procore's servers.
+const INCREMENTAL_OVERLAP: TimeDelta = TimeDelta::seconds(120);
+
+pub struct SyncItem {
+    pub queue_id: i64,
+    pub user_id: String,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    pub records_written: i64,
+    pub requests_made: i64,
+    /// Resources that failed on their own (403, 404, bad data) without stopping the sync.
+    pub resource_errors: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum SyncFailure {
+    /// Can succeed later: retried with backoff up to `max_attempts`.
+    Retryable(String),
+    /// Procore's rate limit: due again at `retry_at`, not counted as an attempt.
+    RateLimited { retry_at: DateTime<Utc>, message: String },
+    /// Retrying cannot help (revoked grant, bad client credentials, bad settings).
+    Permanent(String),
+    /// The server is shutting down: the item goes back to the queue untouched.
+    Shutdown,
+}
+
+impl SyncFailure {
+    fn from_procore(e: ProcoreError) -> Self {
+        match e {
+            ProcoreError::RateLimited { retry_at } => SyncFailure::RateLimited {
+                retry_at,
+                message: "Procore rate limit reached".into(),
+            },
+            e if e.is_retryable() => SyncFailure::Retryable(e.to_string()),
+            e => SyncFailure::Permanent(e.to_string()),
+        }
+    }
+
+    fn from_db(e: impl std::fmt::Display) -> Self {
+        SyncFailure::Retryable(format!("database: {e}"))
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            SyncFailure::Retryable(m) | SyncFailure::Permanent(m) => m.clone(),
+            SyncFailure::RateLimited { message, retry_at } => {
+                format!("{message}; due again at {}", retry_at.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+            SyncFailure::Shutdown => "interrupted by server shutdown".into(),
+        }
+    }
+}
+
+/// Runs a database step in its own committed transaction.
+fn step<R>(body: impl FnOnce() -> Result<R, SyncError>) -> Result<R, SyncFailure> {
+    match in_transaction(body) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(SyncFailure::from_db(e)),
+        Err(message) => Err(SyncFailure::from_db(message)),
+    }
+}
+
+/// Sleeps in a way that a shutdown request interrupts; false means "stop now".
+pub type Sleeper<'a> = &'a dyn Fn(Duration) -> bool;
+
+struct Session<'a> {
+    item: &'a SyncItem,
+    client: Client,
+    access_token: Secret,
+    expires_at: DateTime<Utc>,
+    rate_limit: Option<RateLimit>,
+    outcome: SyncOutcome,
+    sleep: Sleeper<'a>,
+    lease_seconds: i64,
+    pages: i64,
+}
+
+pub fn sync_user(item: &SyncItem, sleep: Sleeper) -> Result<SyncOutcome, SyncFailure> {
+    let client = Client::new(settings::client_config()).map_err(SyncFailure::from_procore)?;
+    let credentials = step(|| store::credentials(&item.user_id))?
+        .ok_or_else(|| SyncFailure::Permanent(format!("no Procore credentials for user {}", item.user_id)))?;
+    if credentials.needs_reconnect {
+        return Err(SyncFailure::Permanent(format!(
+            "user {} must reconnect to Procore: {}",
+            item.user_id,
+            credentials.reconnect_reason.unwrap_or_default()
+        )));
+    }
+    let resources = step(catalog::enabled_resources)?;
+    let mut session = Session {
+        item,
+        client,
+        access_token: credentials.access_token,
+        expires_at: credentials.expires_at,
+        rate_limit: None,
+        outcome: SyncOutcome::default(),
+        sleep,
+        lease_seconds: settings::lease_seconds(),
+        pages: 0,
+    };
+    session.walk(&resources)?;
+    Ok(session.outcome)
+}
+
+impl Session<'_> {
+    fn walk(&mut self, resources: &[Resource]) -> Result<(), SyncFailure> {
+        let by_scope = |scope: Scope| resources.iter().filter(move |r| r.scope == scope);
+        let companies = match resources.iter().find(|r| r.name == "companies") {
+            Some(r) => self.sync_resource(r, None, None)?,
+            None => return Err(SyncFailure::Permanent("the resource catalog has no 'companies' entry".into())),
+        };
+        for company_id in companies.unwrap_or_default() {
+            let mut project_ids = Vec::new();
+            for resource in by_scope(Scope::Company) {
+                let seen = self.sync_resource(resource, Some(company_id), None)?;
+                if resource.name == "projects" {
+                    project_ids = seen.unwrap_or_default();
+                }
+            }
+            for project_id in project_ids {
+                for resource in by_scope(Scope::Project) {
+                    self.sync_resource(resource, Some(company_id), Some(project_id))?;
+                }
+            }
+        }
+        for resource in by_scope(Scope::User).filter(|r| r.name != "companies") {
+            self.sync_resource(resource, None, None)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs one resource in one scope. Returns the ids it saw on a full pass (None when the
+    /// resource failed on its own and was recorded), so callers can walk into children.
+    fn sync_resource(
+        &mut self,
+        resource: &Resource,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+    ) -> Result<Option<Vec<i64>>, SyncFailure> {
+        match self.read_resource(resource, company_id, project_id) {
+            Ok(ids) => Ok(Some(ids)),
+            Err(ResourceFailure::Sync(f)) => Err(f),
+            Err(ResourceFailure::Resource(message)) => {
+                let scope = match (company_id, project_id) {
+                    (_, Some(p)) => format!(" in project {p}"),
+                    (Some(c), None) => format!(" in company {c}"),
+                    _ => String::new(),
+                };
+                let error = format!("{}{scope}: {message}", resource.name);
+                pgrx::warning!("procore_sync: user {}: {error}", self.item.user_id);
+                let user = self.item.user_id.clone();
+                let name = resource.name.clone();
+                step(|| {
+                    store::save_cursor(
+                        &user,
+                        &name,
+                        company_id.unwrap_or(0),
+                        project_id.unwrap_or(0),
+                        Utc::now(),
+                        false,
+                        Some(&message),
+                    )
+                })?;
+                self.outcome.resource_errors.push(error);
+                Ok(None)
+            }
+        }
+    }
+
+    fn read_resource(
+        &mut self,
+        resource: &Resource,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+    ) -> Result<Vec<i64>, ResourceFailure> {
+        let path = expand_path(&resource.path_template, company_id, project_id)
+            .map_err(ResourceFailure::Resource)?;
+        let (cursor_company, cursor_project) = (company_id.unwrap_or(0), project_id.unwrap_or(0));
+        let user = self.item.user_id.clone();
+        let pass_started = Utc::now();
+        // Companies and projects are always read whole: the walk needs every id.
+        let structural = resource.name == "companies" || resource.name == "projects";
+        let since = if resource.supports_updated_at_filter && !structural {
+            let cursor = step(|| store::cursor(&user, &resource.name, cursor_company, cursor_project))?;
+            incremental_since(cursor, pass_started, settings::full_sync_interval_seconds())
+        } else {
+            None
+        };
+        let query: Vec<(String, String)> = match since {
+            Some(from) => {
+                let (k, v) = updated_at_filter(from, pass_started);
+                vec![(k, v)]
+            }
+            None => Vec::new(),
+        };
+        let per_page = resource.paginated.then_some(resource.per_page);
+        let mut seen = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let request = match &next {
+                None => PageRequest::First { path: &path, query: &query, per_page },
+                Some(url) => PageRequest::Next { url },
+            };
+            let page = self.fetch(request, company_id)?;
+            next = page.next_url;
+            let rows = records::page_rows(page.records)
+                .map_err(|e| ResourceFailure::Resource(format!("bad data from Procore: {e}")))?;
+            seen.extend(rows.iter().map(|r| r.procore_id));
+            self.pages += 1;
+            let name = resource.name.as_str();
+            // Companies are their own company; everything else belongs to the scope's company.
+            let record_company = if resource.scope == Scope::User { None } else { company_id };
+            let written = step(|| store::upsert_page(name, record_company, project_id, rows))?;
+            self.outcome.records_written += written;
+            self.report_progress(name, company_id, project_id)?;
+            if next.is_none() {
+                break;
+            }
+            if !(self.sleep)(Duration::ZERO) {
+                return Err(ResourceFailure::Sync(SyncFailure::Shutdown));
+            }
+        }
+        let full_pass = since.is_none();
+        let name = resource.name.clone();
+        step(|| {
+            store::save_cursor(&user, &name, cursor_company, cursor_project, pass_started, full_pass, None)?;
+            // A full listing is the only way Procore reveals deletions. Company lists are per
+            // user, so a company missing from one user's list says nothing about the others.
+            if full_pass && resource.scope != Scope::User {
+                if let Some(company) = company_id {
+                    store::mark_unseen_deleted(&name, company, project_id, &seen)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    fn report_progress(
+        &mut self,
+        resource: &str,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+    ) -> Result<(), SyncFailure> {
+        let progress = Progress {
+            queue_id: self.item.queue_id,
+            user_id: &self.item.user_id,
+            resource,
+            company_id,
+            project_id,
+            pages: self.pages,
+            records: self.outcome.records_written,
+            requests: self.outcome.requests_made,
+            rate_limit: self
+                .rate_limit
+                .as_ref()
+                .map(|r| (r.remaining.min(i32::MAX as u32) as i32, r.limit.min(i32::MAX as u32) as i32)),
+        };
+        let lease = self.lease_seconds;
+        step(|| store::record_progress(&progress, lease))
+    }
+
+    /// One page, with everything that makes a request succeed eventually: a fresh token,
+    /// pacing under the rate limit, one refresh on 401, short waits and retries.
+    fn fetch(&mut self, request: PageRequest, company_id: Option<i64>) -> Result<Page, ResourceFailure> {
+        let mut refreshed_after_401 = false;
+        let mut transient_failures = 0u32;
+        loop {
+            if self.expires_at - REFRESH_MARGIN <= Utc::now() {
+                self.refresh_access_token()?;
+            }
+            if let Some(wait) = self
+                .rate_limit
+                .as_ref()
+                .and_then(|rl| delay_before_next(rl, Utc::now().timestamp()))
+            {
+                self.wait(wait, Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::zero()))?;
+            }
+            self.outcome.requests_made += 1;
+            let result = self.client.list_page(&self.access_token, company_id, request.clone());
+            if let Some(rl) = self.client.last_rate_limit() {
+                self.rate_limit = Some(rl);
+            }
+            match result {
+                Ok(page) => return Ok(page),
+                Err(ProcoreError::Unauthorized) if !refreshed_after_401 => {
+                    refreshed_after_401 = true;
+                    self.refresh_access_token()?;
+                }
+                Err(ProcoreError::RateLimited { retry_at }) => {
+                    let wait = (retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    self.wait(wait, retry_at)?;
+                }
+                Err(e) if e.is_retryable() && transient_failures < REQUEST_RETRIES => {
+                    transient_failures += 1;
+                    let delay = e.retry_at().map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)).unwrap_or_else(|| {
+                        backoff::retry_delay(
+                            transient_failures,
+                            Duration::from_millis(250),
+                            Duration::from_secs(10),
+                            &mut rand::thread_rng(),
+                        )
+                    });
+                    self.wait(delay, Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::zero()))?;
+                }
+                Err(e @ (ProcoreError::Forbidden(_)
+                | ProcoreError::NotFound(_)
+                | ProcoreError::Client { .. }
+                | ProcoreError::BadResponse(_)
+                | ProcoreError::TooLarge { .. }))
+                    if !e.is_retryable() =>
+                {
+                    return Err(ResourceFailure::Resource(e.to_string()));
+                }
+                Err(e) => return Err(ResourceFailure::Sync(SyncFailure::from_procore(e))),
+            }
+        }
+    }
+
+    /// Waits in place when the wait is short; otherwise parks the item until `until`.
+    fn wait(&mut self, wait: Duration, until: DateTime<Utc>) -> Result<(), ResourceFailure> {
+        if wait > LONGEST_INLINE_WAIT {
+            return Err(ResourceFailure::Sync(SyncFailure::RateLimited {
+                retry_at: until,
+                message: format!("Procore asked to wait {}s", wait.as_secs()),
+            }));
+        }
+        if (self.sleep)(wait) {
+            Ok(())
+        } else {
+            Err(ResourceFailure::Sync(SyncFailure::Shutdown))
+        }
+    }
+
+    /// Spends the refresh token under a row lock and commits the new pair before using it:
+    /// Procore's refresh tokens are single-use, so losing the new one disconnects the user.
+    fn refresh_access_token(&mut self) -> Result<(), ResourceFailure> {
+        let user = self.item.user_id.clone();
+        let current = self.access_token.clone();
+        let client = &self.client;
+        let refreshed = in_transaction(|| -> Result<(Secret, DateTime<Utc>), SyncFailure> {
+            let credentials = store::credentials_for_refresh(&user)
+                .map_err(SyncFailure::from_db)?
+                .ok_or_else(|| SyncFailure::Permanent(format!("user {user} was disconnected during the sync")))?;
+            if credentials.needs_reconnect {
+                return Err(SyncFailure::Permanent(format!("user {user} must reconnect to Procore")));
+            }
+            // Another process refreshed while we waited for the lock: use its token.
+            if credentials.access_token != current && credentials.expires_at - REFRESH_MARGIN > Utc::now() {
+                return Ok((credentials.access_token, credentials.expires_at));
+            }
+            match client.refresh_token(&credentials.refresh_token) {
+                Ok(pair) => {
+                    store::save_tokens(&user, &pair).map_err(SyncFailure::from_db)?;
+                    Ok((pair.access_token, pair.expires_at))
+                }
+                Err(ProcoreError::InvalidGrant(description)) => {
+                    let reason = format!("Procore refused the refresh token (invalid_grant: {description}); the user must reconnect");
+                    store::mark_needs_reconnect(&user, &reason).map_err(SyncFailure::from_db)?;
+                    Err(SyncFailure::Permanent(reason))
+                }
+                Err(e) => Err(SyncFailure::from_procore(e)),
+            }
+        });
+        match refreshed {
+            Ok(Ok((token, expires_at))) => {
+                self.access_token = token;
+                self.expires_at = expires_at;
+                Ok(())
+            }
+            Ok(Err(failure)) => Err(ResourceFailure::Sync(failure)),
+            Err(message) => Err(ResourceFailure::Sync(SyncFailure::from_db(message))),
+        }
+    }
+}
+
+/// Where an incremental pass starts, or None for a full pass: the first pass, a pass after a
+/// failure, and one every `full_sync_interval` are full.
+fn incremental_since(
+    cursor: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+    full_sync_interval_s: i64,
+) -> Option<DateTime<Utc>> {
+    let (Some(last_synced), Some(last_full)) = cursor? else {
+        return None;
+    };
+    if now - last_full >= TimeDelta::seconds(full_sync_interval_s) {
+        return None;
+    }
+    Some(last_synced - INCREMENTAL_OVERLAP)
+}
+
+enum ResourceFailure {
+    /// Fails this resource in this scope only; the rest of the sync goes on.
+    Resource(String),
+    /// Stops the whole sync.
+    Sync(SyncFailure),
+}
+
+impl From<SyncFailure> for ResourceFailure {
+    fn from(f: SyncFailure) -> Self {
+        ResourceFailure::Sync(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn first_pass_and_stale_full_pass_are_full() {
+        assert_eq!(incremental_since(None, at(12), 86_400), None);
+        assert_eq!(incremental_since(Some((Some(at(11)), None)), at(12), 86_400), None);
+        let long_ago = at(0) - TimeDelta::days(2);
+        assert_eq!(incremental_since(Some((Some(at(11)), Some(long_ago))), at(12), 86_400), None);
+    }
+
+    #[test]
+    fn incremental_pass_starts_before_the_last_one() {
+        let since = incremental_since(Some((Some(at(11)), Some(at(1)))), at(12), 86_400);
+        assert_eq!(since, Some(at(11) - INCREMENTAL_OVERLAP));
+    }
+
+    #[test]
+    fn zero_interval_means_always_full() {
+        assert_eq!(incremental_since(Some((Some(at(11)), Some(at(11)))), at(12), 0), None);
+    }
+}

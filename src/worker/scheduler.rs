@@ -1,0 +1,251 @@
+//! The scheduler: one preloaded background worker that starts each active job when its
+//! schedule says, in a job runner of its own, and keeps the queue healthy (orphaned items,
+//! retention). It never runs a job's SQL itself, so a slow job never delays another.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+use super::{in_transaction, job_runner, LIBRARY};
+use crate::errors::SyncError;
+use crate::jobs::{self, Job};
+use crate::queue;
+use crate::schedule::{self, Schedule};
+use crate::settings;
+
+/// Job table changes are picked up within this; it is also the longest sleep.
+const TICK: Duration = Duration::from_secs(1);
+const NO_EXTENSION_RETRY: Duration = Duration::from_secs(10);
+const REAP_EVERY: i64 = 5;
+const PURGE_EVERY: i64 = 60;
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("procore_sync scheduler")
+        .set_type("procore_sync scheduler")
+        .set_library(LIBRARY)
+        .set_function("procore_sync_scheduler_main")
+        .set_argument(0i32.into_datum())
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Points this session's search_path at the extension's schema, wherever it was created.
+pub fn use_extension_schema() -> Result<(), SyncError> {
+    let found = Spi::get_one::<String>(
+        "SELECT set_config('search_path', quote_ident(n.nspname) || ', pg_catalog', false)
+         FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = 'procore_sync'",
+    )?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(SyncError::Internal("extension procore_sync is not installed".into())),
+    }
+}
+
+/// The zone schedules are read in, from `procore_sync.timezone`.
+fn schedule_zone() -> Tz {
+    let name = settings::timezone_name();
+    name.parse::<Tz>().unwrap_or_else(|_| {
+        log!("procore_sync: unknown procore_sync.timezone \"{name}\"; schedules run in UTC");
+        Tz::UTC
+    })
+}
+
+/// The next run after `after`, with the schedule read in `zone`'s wall-clock time.
+fn next_run(schedule: &Schedule, after: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
+    schedule.next_after(&after.with_timezone(&zone)).map(|t| t.with_timezone(&Utc))
+}
+
+struct JobState {
+    schedule_text: String,
+    schedule: Option<Schedule>,
+    next_run: Option<DateTime<Utc>>,
+    running: Option<(i64, DynamicBackgroundWorker)>,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = settings::database_name();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("procore_sync scheduler started in database {database}");
+
+    let mut states: HashMap<i64, JobState> = HashMap::new();
+    let mut zone = schedule_zone();
+    let mut extension_ready = false;
+    let mut last_reap = 0i64;
+    let mut last_purge = 0i64;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            let new_zone = schedule_zone();
+            if new_zone != zone {
+                // Every next run moves with the zone, without waiting for the old times.
+                zone = new_zone;
+                states.values_mut().for_each(|s| s.schedule_text.clear());
+            }
+        }
+        if !extension_ready {
+            extension_ready = matches!(in_transaction(use_extension_schema), Ok(Ok(())));
+            if !extension_ready {
+                if !BackgroundWorker::wait_latch(Some(NO_EXTENSION_RETRY)) {
+                    break;
+                }
+                continue;
+            }
+            match in_transaction(jobs::fail_interrupted_runs) {
+                Ok(Ok(n)) if n > 0 => log!("procore_sync: marked {n} interrupted job run(s) as failed"),
+                Ok(Err(e)) => log!("procore_sync: could not close interrupted runs: {e}"),
+                Err(e) => log!("procore_sync: could not close interrupted runs: {e}"),
+                _ => {}
+            }
+        }
+        match tick(&mut states, zone) {
+            Ok(()) => {}
+            Err(e) => {
+                // Most likely the extension was dropped: wait for it to come back.
+                log!("procore_sync scheduler: {e}");
+                extension_ready = false;
+                states.clear();
+            }
+        }
+        let now = Utc::now().timestamp();
+        if now - last_reap >= REAP_EVERY {
+            last_reap = now;
+            if let Ok(Ok(n)) = in_transaction(queue::reap_orphaned_items) {
+                if n > 0 {
+                    log!("procore_sync: {n} queue item(s) of stopped workers returned to the queue");
+                }
+            }
+        }
+        if now - last_purge >= PURGE_EVERY {
+            last_purge = now;
+            if let Ok(Err(e)) = in_transaction(queue::purge_old_rows) {
+                log!("procore_sync: retention cleanup failed: {e}");
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(sleep_until_next(&states))) {
+            break;
+        }
+    }
+    log!("procore_sync scheduler stopping");
+}
+
+fn sleep_until_next(states: &HashMap<i64, JobState>) -> Duration {
+    let now = Utc::now();
+    states
+        .values()
+        .filter_map(|s| s.next_run)
+        .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
+        .min()
+        .unwrap_or(TICK)
+        .clamp(Duration::from_millis(10), TICK)
+}
+
+fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {
+    let jobs = match in_transaction(jobs::active_jobs) {
+        Ok(Ok(jobs)) => jobs,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    states.retain(|jobid, state| jobs.iter().any(|j| j.jobid == *jobid) || state.running.is_some());
+    let now = Utc::now();
+    for job in &jobs {
+        let state = states.entry(job.jobid).or_insert_with(|| JobState {
+            schedule_text: String::new(),
+            schedule: None,
+            next_run: None,
+            running: None,
+        });
+        if state.schedule_text != job.schedule {
+            // A changed schedule takes effect now, not after the old next run.
+            state.schedule_text = job.schedule.clone();
+            state.schedule = schedule::parse(&job.schedule).ok();
+            state.next_run = state.schedule.as_ref().and_then(|s| first_run(job, s, now, zone));
+        }
+        reap_finished_run(state);
+        let Some(due) = state.next_run else { continue };
+        if due > now {
+            continue;
+        }
+        // However many slots passed (a long run, downtime), the job runs once and the next
+        // run is the next slot from now: no pile-up of missed runs.
+        state.next_run = state.schedule.as_ref().and_then(|s| next_run(s, now, zone));
+        if state.running.is_some() {
+            continue; // previous run still going: this slot is skipped, as in pg_cron
+        }
+        state.running = start_job(job);
+    }
+    // Runs of jobs deleted while running still need their end recorded.
+    for state in states.values_mut() {
+        reap_finished_run(state);
+    }
+    Ok(())
+}
+
+/// The first run of a job the scheduler (re)discovers: if a slot passed since its last run
+/// (say, during downtime), run once now; otherwise wait for the next slot.
+fn first_run(job: &Job, schedule: &Schedule, now: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
+    let last = match in_transaction(|| jobs::last_start_epoch(job.jobid)) {
+        Ok(Ok(Some(epoch))) => Utc.timestamp_opt(epoch as i64, 0).single(),
+        _ => None,
+    };
+    match last.and_then(|l| next_run(schedule, l, zone)) {
+        Some(missed) if missed <= now => Some(now),
+        _ => next_run(schedule, now, zone),
+    }
+}
+
+fn reap_finished_run(state: &mut JobState) {
+    let finished = match &state.running {
+        // Not started yet is not finished: only a stopped worker has ended.
+        Some((_, worker)) => matches!(
+            worker.pid(),
+            Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
+        ),
+        None => false,
+    };
+    if finished {
+        if let Some((runid, _)) = state.running.take() {
+            // A runner records its own end; this only catches one that died first (killed,
+            // role dropped, database gone).
+            let _ = in_transaction(|| {
+                jobs::fail_run(runid, "job runner exited before recording a result (see the server log)")
+            });
+        }
+    }
+}
+
+fn start_job(job: &Job) -> Option<(i64, DynamicBackgroundWorker)> {
+    let runid = match in_transaction(|| jobs::start_run(job)) {
+        Ok(Ok(runid)) => runid,
+        Ok(Err(e)) => {
+            log!("procore_sync: could not record a run of job {}: {e}", job.jobid);
+            return None;
+        }
+        Err(e) => {
+            log!("procore_sync: could not record a run of job {}: {e}", job.jobid);
+            return None;
+        }
+    };
+    // The handle must outlive every transaction: keep it in the top memory context.
+    let launched = unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| job_runner::launch(job, runid)) };
+    match launched {
+        Ok(worker) => Some((runid, worker)),
+        Err(message) => {
+            let _ = in_transaction(|| jobs::fail_run(runid, &message));
+            None
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! `/__admin/...`: how tests and benchmarks set up the world, mint credentials, inject
+//! faults, mutate data and read back what happened. JSON in and out, no auth.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock::{epoch_seconds, iso, now, record_time_now};
+use crate::faults::FaultRule;
+use crate::http::{param, Request, Response};
+use crate::records::{Mutation, MutationError};
+use crate::state::{Shared, State};
+use crate::world::{Resource, World};
+
+pub fn handle(shared: &Shared, req: &Request) -> Response {
+    let route = req
+        .path
+        .trim_start_matches("/__admin/")
+        .trim_end_matches('/');
+    let result = match (req.method.as_str(), route) {
+        ("GET", "health") => Ok(json!({ "ok": true })),
+        ("GET", "world") => Ok(json!(shared.lock().world)),
+        ("PUT", "world") => put_world(shared, req),
+        ("POST", "codes") => mint_code(shared, req),
+        ("POST", "tokens") => issue_tokens(shared, req),
+        ("POST", "expire_tokens") => expire_tokens(shared, req),
+        ("POST", "revoke") => revoke(shared, req),
+        ("GET", "faults") => Ok(json!({ "rules": shared.lock().faults })),
+        ("POST", "faults") => add_faults(shared, req),
+        ("DELETE", "faults") => {
+            shared.lock().faults.clear();
+            Ok(json!({ "ok": true }))
+        }
+        ("POST", "mutate") => mutate(shared, req),
+        ("GET", "stats") => Ok(json!(shared.lock().stats)),
+        ("GET", "requests") => requests(shared, req),
+        // The record list can be tens of megabytes: built as text, not as a `Value`.
+        ("GET", "records") => return records(&shared.lock()),
+        ("GET", "served") => Ok(served(&shared.lock())),
+        ("GET", "secrets") => Ok(secrets(&shared.lock())),
+        (
+            _,
+            "health" | "world" | "codes" | "tokens" | "expire_tokens" | "revoke" | "faults"
+            | "mutate" | "stats" | "requests" | "records" | "served" | "secrets",
+        ) => Err((
+            405,
+            format!("{} is not supported on {}", req.method, req.path),
+        )),
+        _ => Err((404, format!("no admin route {}", req.path))),
+    };
+    match result {
+        Ok(body) => Response::json(200, &body),
+        Err((status, message)) => Response::errors(status, &message),
+    }
+}
+
+type AdminResult = Result<Value, (u16, String)>;
+
+fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, (u16, String)> {
+    let bytes: &[u8] = if req.body.trim_ascii().is_empty() {
+        b"{}"
+    } else {
+        &req.body
+    };
+    serde_json::from_slice(bytes).map_err(|e| (400, format!("bad JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    login: String,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+/// The body's login, checked against the world.
+fn login_body(state: &State, req: &Request) -> Result<LoginBody, (u16, String)> {
+    let body: LoginBody = body(req)?;
+    if state.world.user_number(&body.login).is_none() {
+        return Err((
+            400,
+            format!("login {:?} is not a user of this world", body.login),
+        ));
+    }
+    Ok(body)
+}
+
+fn put_world(shared: &Shared, req: &Request) -> AdminResult {
+    let world: World = body(req)?;
+    world.validate().map_err(|e| (400, e))?;
+    let mut state = shared.lock();
+    state.reset(world);
+    Ok(json!({ "ok": true, "world": state.world }))
+}
+
+fn mint_code(shared: &Shared, req: &Request) -> AdminResult {
+    let mut state = shared.lock();
+    let body = login_body(&state, req)?;
+    let Some(redirect_uri) = body.redirect_uri else {
+        return Err((400, "redirect_uri is required".to_string()));
+    };
+    let code = state
+        .tokens
+        .mint_code(&body.login, &redirect_uri, epoch_seconds(now()));
+    Ok(json!({ "code": code }))
+}
+
+fn issue_tokens(shared: &Shared, req: &Request) -> AdminResult {
+    let mut state = shared.lock();
+    let body = login_body(&state, req)?;
+    let ttl = state.world.access_token_ttl_s;
+    let pair = state.tokens.issue(&body.login, epoch_seconds(now()), ttl);
+    Ok(pair.to_json())
+}
+
+fn expire_tokens(shared: &Shared, req: &Request) -> AdminResult {
+    let mut state = shared.lock();
+    let body = login_body(&state, req)?;
+    let expired = state.tokens.expire_login(&body.login, epoch_seconds(now()));
+    Ok(json!({ "ok": true, "expired": expired }))
+}
+
+fn revoke(shared: &Shared, req: &Request) -> AdminResult {
+    let mut state = shared.lock();
+    let body = login_body(&state, req)?;
+    let revoked = state.tokens.revoke_login(&body.login);
+    Ok(json!({ "ok": true, "revoked": revoked }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    rules: Vec<FaultRule>,
+}
+
+fn add_faults(shared: &Shared, req: &Request) -> AdminResult {
+    let body: FaultsBody = body(req)?;
+    for rule in &body.rules {
+        rule.validate().map_err(|e| (400, e))?;
+    }
+    let mut state = shared.lock();
+    state.faults.extend(body.rules);
+    Ok(json!({ "ok": true, "rules": state.faults.len() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MutateBody {
+    action: String,
+    resource: String,
+    #[serde(default)]
+    company_id: Option<u64>,
+    #[serde(default)]
+    project_id: Option<u64>,
+    #[serde(default)]
+    id: Option<u64>,
+    /// Owner of an added company (companies are scoped to a user, not a company).
+    #[serde(default)]
+    login: Option<String>,
+}
+
+fn mutate(shared: &Shared, req: &Request) -> AdminResult {
+    let body: MutateBody = body(req)?;
+    let resource = Resource::from_name(&body.resource)
+        .ok_or_else(|| (400, format!("unknown resource {:?}", body.resource)))?;
+    let at = record_time_now();
+    let mut state = shared.lock();
+    let state = &mut *state;
+    let not_found = |what: String| (404, format!("{what} not found"));
+
+    let id = if body.action == "add" {
+        let scope = match resource.parent() {
+            None => {
+                let login = body.login.as_deref().unwrap_or("");
+                state
+                    .world
+                    .user_number(login)
+                    .ok_or_else(|| (400, "adding a company needs the owner's login".to_string()))?
+            }
+            Some(Resource::Companies) => body
+                .company_id
+                .ok_or_else(|| (400, format!("adding {} needs company_id", resource.name())))?,
+            Some(_) => body
+                .project_id
+                .ok_or_else(|| (400, format!("adding {} needs project_id", resource.name())))?,
+        };
+        state
+            .overrides
+            .add(&state.world, resource, scope, at)
+            .map_err(|MutationError::NotFound| {
+                not_found(format!(
+                    "scope {scope} of {} (or it is full)",
+                    resource.name()
+                ))
+            })?
+    } else {
+        let mutation = match body.action.as_str() {
+            "edit" => Mutation::Edit,
+            "delete" => Mutation::Delete,
+            "restore" => Mutation::Restore,
+            other => {
+                return Err((
+                    400,
+                    format!("action must be edit, delete, restore or add, got {other:?}"),
+                ))
+            }
+        };
+        let id = body.id.ok_or_else(|| (400, "id is required".to_string()))?;
+        if body
+            .company_id
+            .is_some_and(|c| c != resource.company_of(id))
+            || body
+                .project_id
+                .is_some_and(|p| Some(p) != resource.project_of(id))
+        {
+            return Err((
+                400,
+                format!(
+                    "{} {id} does not belong to that company/project",
+                    resource.name()
+                ),
+            ));
+        }
+        state
+            .overrides
+            .apply(&state.world, resource, id, mutation, at)
+            .map_err(|MutationError::NotFound| not_found(format!("{} {id}", resource.name())))?;
+        id
+    };
+    let data = state.data();
+    Ok(json!({
+        "ok": true,
+        "action": body.action,
+        "resource": resource.name(),
+        "company_id": resource.company_of(id),
+        "project_id": resource.project_of(id),
+        "id": id,
+        "updated_at": iso(data.updated_at(resource, id)),
+        "deleted": data.is_deleted(resource, id),
+    }))
+}
+
+fn requests(shared: &Shared, req: &Request) -> AdminResult {
+    let pairs = req.query_pairs();
+    let since: u64 = match param(&pairs, "since") {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| (400, format!("since must be an integer, got {v:?}")))?,
+    };
+    let state = shared.lock();
+    // Sequence numbers are dense and start at 1, so the entries after `since` are a tail.
+    let start = usize::try_from(since)
+        .unwrap_or(usize::MAX)
+        .min(state.log.len());
+    Ok(json!(&state.log[start..]))
+}
+
+fn records(state: &State) -> Response {
+    let data = state.data();
+    let mut out = String::from("[");
+    let mut first = true;
+    let mut push = |resource: Resource, id: u64| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let project = resource
+            .project_of(id)
+            .map_or_else(|| "null".to_string(), |p| p.to_string());
+        let _ = write!(
+            out,
+            r#"{{"resource":"{}","company_id":{},"project_id":{},"id":{},"updated_at":"{}"}}"#,
+            resource.name(),
+            resource.company_of(id),
+            project,
+            id,
+            iso(data.updated_at(resource, id)),
+        );
+    };
+    for user in 1..=data.world.users {
+        for company in data.ids(Resource::Companies, user) {
+            push(Resource::Companies, company);
+            for vendor in data.ids(Resource::Vendors, company) {
+                push(Resource::Vendors, vendor);
+            }
+            for project in data.ids(Resource::Projects, company) {
+                push(Resource::Projects, project);
+                for tool in Resource::PROJECT_TOOLS {
+                    for id in data.ids(tool, project) {
+                        push(tool, id);
+                    }
+                }
+            }
+        }
+    }
+    out.push(']');
+    Response::new(200, "application/json; charset=utf-8", out.into_bytes())
+}
+
+fn served(state: &State) -> Value {
+    let mut keys: Vec<_> = state.served.iter().copied().collect();
+    keys.sort();
+    Value::Array(
+        keys.into_iter()
+            .map(|(resource, company_id, id)| {
+                json!({ "resource": resource.name(), "company_id": company_id, "id": id })
+            })
+            .collect(),
+    )
+}
+
+fn secrets(state: &State) -> Value {
+    let mut secrets: Vec<String> = state.tokens.issued_secrets().to_vec();
+    secrets.push(state.world.client_secret.clone());
+    json!(secrets)
+}

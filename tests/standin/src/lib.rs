@@ -1,0 +1,21 @@
+//! A stand-in for the parts of Procore that `procore_sync` relies on (API, OAuth), plus
+//! admin routes for tests, served on a loopback port. See `API.md` for the contract.
+
+mod admin;
+mod api;
+mod clock;
+mod faults;
+mod filters;
+mod http;
+mod oauth;
+mod pagination;
+mod rate_limit;
+mod records;
+mod server;
+mod state;
+mod tls;
+mod tokens;
+mod world;
+
+pub use server::{start, Options, Running};
+pub use world::World;
