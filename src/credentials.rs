@@ -5,7 +5,7 @@
 use chrono::{TimeDelta, Utc};
 use pgrx::prelude::*;
 
-use crate::errors::{OrRaise, SyncError};
+use crate::errors::{required, OrRaise, SyncError};
 use crate::procore::{Client, Secret, TokenPair};
 use crate::settings;
 use crate::store;
@@ -14,19 +14,29 @@ use crate::worker::sync_worker;
 /// Exchanges an OAuth authorization code for the user's tokens and stores them.
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_connect(user_id: pgrx::Uuid, code: &str, redirect_uri: &str) {
+fn procore_connect(user_id: Option<pgrx::Uuid>, code: Option<&str>, redirect_uri: Option<&str>) {
+    let (user_id, code, redirect_uri) =
+        (required(user_id, "user_id"), required(code, "code"), required(redirect_uri, "redirect_uri"));
     if code.is_empty() || redirect_uri.is_empty() {
         SyncError::InvalidArgument("code and redirect_uri are required".into()).raise();
     }
     let client = Client::new(settings::client_config()).or_raise();
     let tokens = client.exchange_code(&Secret::new(code), redirect_uri).or_raise();
-    store::save_tokens(&user_id.to_string(), &tokens).or_raise();
+    store_new_connection(&user_id.to_string(), &tokens);
 }
 
 /// Stores tokens obtained elsewhere (another OAuth flow, a migration from the old setup).
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_set_tokens(user_id: pgrx::Uuid, access_token: &str, refresh_token: &str, expires_in: i32) {
+fn procore_set_tokens(
+    user_id: Option<pgrx::Uuid>,
+    access_token: Option<&str>,
+    refresh_token: Option<&str>,
+    expires_in: Option<i32>,
+) {
+    let user_id = required(user_id, "user_id");
+    let (access_token, refresh_token) = (required(access_token, "access_token"), required(refresh_token, "refresh_token"));
+    let expires_in = required(expires_in, "expires_in");
     if access_token.is_empty() || refresh_token.is_empty() {
         SyncError::InvalidArgument("access_token and refresh_token are required".into()).raise();
     }
@@ -38,15 +48,23 @@ fn procore_set_tokens(user_id: pgrx::Uuid, access_token: &str, refresh_token: &s
         refresh_token: Secret::new(refresh_token),
         expires_at: Utc::now() + TimeDelta::seconds(i64::from(expires_in)),
     };
-    store::save_tokens(&user_id.to_string(), &tokens).or_raise();
+    store_new_connection(&user_id.to_string(), &tokens);
+}
+
+/// A new connection replaces whatever a crash left in the token journal.
+fn store_new_connection(user: &str, tokens: &TokenPair) {
+    store::save_tokens(user, tokens).or_raise();
+    if let Err(e) = store::token_journal().forget(user) {
+        warning!("procore_sync: user {user}: could not clear the token journal: {e}");
+    }
 }
 
 /// Revokes the user's tokens at Procore (best effort) and forgets them. Their synced data
 /// stays.
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_disconnect(user_id: pgrx::Uuid) -> bool {
-    let user = user_id.to_string();
+fn procore_disconnect(user_id: Option<pgrx::Uuid>) -> bool {
+    let user = required(user_id, "user_id").to_string();
     let Some(credentials) = store::credentials(&user).or_raise() else {
         return false;
     };
@@ -75,7 +93,7 @@ fn procore_disconnect(user_id: pgrx::Uuid) -> bool {
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
 fn procore_sync_user(
-    user_id: pgrx::Uuid,
+    user_id: Option<pgrx::Uuid>,
 ) -> TableIterator<
     'static,
     (
@@ -87,6 +105,7 @@ fn procore_sync_user(
         name!(error_message, Option<String>),
     ),
 > {
+    let user_id = required(user_id, "user_id");
     let user = user_id.to_string();
     match store::credentials(&user).or_raise() {
         None => SyncError::UnknownUser(user).raise(),

@@ -14,6 +14,8 @@ pub enum SyncError {
     NeedsReconnect { user: String, reason: String },
     #[error("user {user} is already being synced (queue item {item}, worker pid {pid})")]
     AlreadySyncing { user: String, item: i64, pid: i32 },
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
     #[error("{0}")]
     UnknownJob(String),
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl SyncError {
             SyncError::NeedsReconnect { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SyncError::AlreadySyncing { .. } => ERRCODE_LOCK_NOT_AVAILABLE,
             SyncError::InvalidArgument(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            SyncError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             SyncError::InvalidSchedule(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             SyncError::NotAllowed(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             SyncError::WorkerUnavailable(_) => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
@@ -75,5 +78,14 @@ impl<T, E: Into<SyncError>> OrRaise<T> for Result<T, E> {
             Ok(v) => v,
             Err(e) => e.into().raise(),
         }
+    }
+}
+
+/// Arguments arrive as Option so that NULL is an error a caller sees, not a silent NULL
+/// result from a STRICT function.
+pub fn required<T>(value: Option<T>, name: &'static str) -> T {
+    match value {
+        Some(v) => v,
+        None => SyncError::NullArgument(name).raise(),
     }
 }

@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use crate::errors::{OrRaise, SyncError};
+use crate::errors::{required, OrRaise, SyncError};
 use crate::schedule;
 
 struct Caller {
@@ -40,8 +40,9 @@ fn validate_command(command: &str) -> Result<(), SyncError> {
 /// Creates a job, or changes the schedule and command of the caller's job of that name.
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_sync_schedule(job_name: &str, schedule: &str, command: &str) -> i64 {
-    schedule_job(job_name, schedule, command).or_raise()
+fn procore_sync_schedule(job_name: Option<&str>, schedule: Option<&str>, command: Option<&str>) -> i64 {
+    let job_name = required(job_name, "job_name");
+    schedule_job(job_name, required(schedule, "schedule"), required(command, "command")).or_raise()
 }
 
 fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, SyncError> {
@@ -65,7 +66,8 @@ fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, Sy
 /// Removes the caller's job of that name.
 #[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_sync_unschedule_by_name(job_name: &str) -> bool {
+fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
+    let job_name = required(job_name, "job_name");
     let caller = caller().or_raise();
     let deleted = Spi::get_one_with_args::<i64>(
         "DELETE FROM procore_sync_job WHERE jobname = $1 AND username = $2 RETURNING jobid",
@@ -82,7 +84,8 @@ fn procore_sync_unschedule_by_name(job_name: &str) -> bool {
 /// Removes a job by id: the caller's own, or any job for a superuser.
 #[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_sync_unschedule_by_id(job_id: i64) -> bool {
+fn procore_sync_unschedule_by_id(job_id: Option<i64>) -> bool {
+    let job_id = required(job_id, "job_id");
     job_owner(job_id).or_raise();
     Spi::run_with_args("DELETE FROM procore_sync_job WHERE jobid = $1", &[job_id.into()])
         .map_err(SyncError::from)
@@ -110,14 +113,14 @@ fn job_owner(job_id: i64) -> Result<String, SyncError> {
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
 fn procore_sync_alter_job(
-    job_id: i64,
+    job_id: Option<i64>,
     schedule: default!(Option<&str>, "NULL"),
     command: default!(Option<&str>, "NULL"),
     database: default!(Option<&str>, "NULL"),
     username: default!(Option<&str>, "NULL"),
     active: default!(Option<bool>, "NULL"),
 ) {
-    alter_job(job_id, schedule, command, database, username, active).or_raise()
+    alter_job(required(job_id, "job_id"), schedule, command, database, username, active).or_raise()
 }
 
 fn alter_job(

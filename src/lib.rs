@@ -8,6 +8,7 @@ mod catalog;
 mod credentials;
 mod errors;
 mod jobs;
+mod log_redaction;
 mod procore;
 mod queue;
 mod records;
@@ -15,6 +16,7 @@ mod schedule;
 mod settings;
 mod store;
 mod sync;
+mod token_journal;
 mod worker;
 
 ::pgrx::pg_module_magic!();
@@ -27,6 +29,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    log_redaction::install();
     // The scheduler can only be registered while the postmaster loads preloaded libraries;
     // a library loaded later by a backend still offers every SQL function.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

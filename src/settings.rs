@@ -17,6 +17,7 @@ pub static LOGIN_BASE_URL: GucSetting<Option<CString>> =
 pub static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static FAILPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
@@ -75,6 +76,14 @@ pub fn register() {
         &CA_FILE,
         GucContext::Suset,
         GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.failpoint",
+        c"For crash tests only: makes a sync worker crash at a named point.",
+        c"crash_after_token_refresh: right after Procore issued new tokens, before they are stored.",
+        &FAILPOINT,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_string_guc(
         c"procore_sync.timezone",
@@ -175,6 +184,15 @@ fn string(setting: &GucSetting<Option<CString>>) -> String {
 
 pub fn database_name() -> String {
     string(&DATABASE_NAME)
+}
+
+/// Crashes the process, as a power cut or `kill -9` would, when the failpoint is set to
+/// `name`: the crash tests use it to hit windows too narrow to reach from outside.
+pub fn crash_if_failpoint(name: &str) {
+    if string(&FAILPOINT) == name {
+        pgrx::log!("procore_sync: failpoint {name} reached: crashing on purpose");
+        std::process::abort();
+    }
 }
 
 pub fn timezone_name() -> String {

@@ -8,6 +8,33 @@ use pgrx::JsonB;
 use crate::errors::SyncError;
 use crate::procore::{Secret, TokenPair};
 use crate::records::RecordRow;
+use crate::token_journal::Journal;
+
+/// This database's token journal, inside the data directory so it shares its permissions
+/// and its backups' fate.
+pub fn token_journal() -> Journal {
+    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    Journal::new(std::path::Path::new(&data_dir).join("pg_procore_sync").join(database.to_string()))
+}
+
+/// Puts back a pair the journal kept through a crash. Only for users still connected: a
+/// user who disconnected since stays disconnected.
+pub fn restore_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_credentials
+         SET access_token = $2, refresh_token = $3, expires_at = to_timestamp($4),
+             needs_reconnect = false, reconnect_reason = NULL, refreshed_at = now()
+         WHERE user_id = $1::uuid",
+        &[
+            user_id.into(),
+            tokens.access_token.expose().into(),
+            tokens.refresh_token.expose().into(),
+            (tokens.expires_at.timestamp() as f64).into(),
+        ],
+    )?;
+    Ok(())
+}
 
 pub struct Credentials {
     pub access_token: Secret,

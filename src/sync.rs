@@ -361,16 +361,26 @@ impl Session<'_> {
 
     /// Spends the refresh token under a row lock and commits the new pair before using it:
     /// Procore's refresh tokens are single-use, so losing the new one disconnects the user.
+    /// The pair goes to the token journal the moment it arrives, so even a crash before the
+    /// commit cannot lose it.
     fn refresh_access_token(&mut self) -> Result<(), ResourceFailure> {
         let user = self.item.user_id.clone();
         let current = self.access_token.clone();
         let client = &self.client;
+        let journal = store::token_journal();
         let refreshed = in_transaction(|| -> Result<(Secret, DateTime<Utc>), SyncFailure> {
-            let credentials = store::credentials_for_refresh(&user)
+            let mut credentials = store::credentials_for_refresh(&user)
                 .map_err(SyncFailure::from_db)?
                 .ok_or_else(|| SyncFailure::Permanent(format!("user {user} was disconnected during the sync")))?;
             if credentials.needs_reconnect {
                 return Err(SyncFailure::Permanent(format!("user {user} must reconnect to Procore")));
+            }
+            // A crash after a rotation left the newest pair in the journal: it wins.
+            if let Some(pair) = journal.pending(&user) {
+                store::restore_tokens(&user, &pair).map_err(SyncFailure::from_db)?;
+                credentials.access_token = pair.access_token;
+                credentials.refresh_token = pair.refresh_token;
+                credentials.expires_at = pair.expires_at;
             }
             // Another process refreshed while we waited for the lock: use its token.
             if credentials.access_token != current && credentials.expires_at - REFRESH_MARGIN > Utc::now() {
@@ -378,6 +388,10 @@ impl Session<'_> {
             }
             match client.refresh_token(&credentials.refresh_token) {
                 Ok(pair) => {
+                    if let Err(e) = journal.record(&user, &pair) {
+                        pgrx::warning!("procore_sync: user {user}: could not journal the new tokens: {e}");
+                    }
+                    settings::crash_if_failpoint("crash_after_token_refresh");
                     store::save_tokens(&user, &pair).map_err(SyncFailure::from_db)?;
                     Ok((pair.access_token, pair.expires_at))
                 }
@@ -391,6 +405,10 @@ impl Session<'_> {
         });
         match refreshed {
             Ok(Ok((token, expires_at))) => {
+                // Committed: the journal entry has done its job.
+                if let Err(e) = journal.forget(&user) {
+                    pgrx::warning!("procore_sync: user {user}: could not clear the token journal: {e}");
+                }
                 self.access_token = token;
                 self.expires_at = expires_at;
                 Ok(())

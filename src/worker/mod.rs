@@ -6,7 +6,7 @@ pub mod scheduler;
 pub mod sync_worker;
 mod txn;
 
-pub use txn::{caught_message, in_transaction};
+pub use txn::in_transaction;
 
 /// The library every background worker entry point lives in.
 pub const LIBRARY: &str = "procore_sync";

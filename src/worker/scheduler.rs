@@ -20,6 +20,7 @@ use crate::jobs::{self, Job};
 use crate::queue;
 use crate::schedule::{self, Schedule};
 use crate::settings;
+use crate::store;
 
 /// Job table changes are picked up within this; it is also the longest sleep.
 const TICK: Duration = Duration::from_secs(1);
@@ -104,6 +105,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
                 }
                 continue;
             }
+            recover_token_journal();
             match in_transaction(jobs::fail_interrupted_runs) {
                 Ok(Ok(n)) if n > 0 => log!("procore_sync: marked {n} interrupted job run(s) as failed"),
                 Ok(Err(e)) => log!("procore_sync: could not close interrupted runs: {e}"),
@@ -140,6 +142,22 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
         }
     }
     log!("procore_sync scheduler stopping");
+}
+
+/// Tokens Procore issued just before a crash are put back before anything else runs.
+fn recover_token_journal() {
+    let journal = store::token_journal();
+    for (user, tokens) in journal.all_pending() {
+        match in_transaction(|| store::restore_tokens(&user, &tokens)) {
+            Ok(Ok(())) => {
+                log!("procore_sync: user {user}: restored the tokens Procore issued before a crash");
+                if let Err(e) = journal.forget(&user) {
+                    log!("procore_sync: user {user}: could not clear the token journal: {e}");
+                }
+            }
+            _ => log!("procore_sync: user {user}: could not restore journaled tokens; will retry at the next refresh"),
+        }
+    }
 }
 
 fn sleep_until_next(states: &HashMap<i64, JobState>) -> Duration {

@@ -31,7 +31,7 @@ pub fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
     outcome
 }
 
-pub fn caught_message(e: &CaughtError) -> String {
+fn caught_message(e: &CaughtError) -> String {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
         CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),

@@ -1,0 +1,46 @@
+//! Keeps Procore tokens and authorization codes that a caller typed into SQL out of the
+//! server log. Postgres logs the statement text with every error (and with
+//! `log_statement`), so `SELECT procore_set_tokens(..., 'the-token', ...)` failing on a bad
+//! uuid would otherwise write the token to disk.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+static mut PREVIOUS_HOOK: pg_sys::emit_log_hook_type = None;
+
+const CREDENTIAL_CALLS: [&str; 2] = ["procore_connect", "procore_set_tokens"];
+
+pub fn install() {
+    unsafe {
+        PREVIOUS_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(hide_credential_statements);
+    }
+}
+
+fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
+    if text.is_null() {
+        return false;
+    }
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy().to_ascii_lowercase();
+    CREDENTIAL_CALLS.iter().any(|call| text.contains(call))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::ErrorData) {
+    if !edata.is_null() && mentions_credentials(pg_sys::debug_query_string) {
+        (*edata).hide_stmt = true;
+        // log_statement / log_min_duration_statement put the text (and bind parameters) in
+        // the message and detail themselves.
+        if mentions_credentials((*edata).message) {
+            (*edata).message = pg_sys::pstrdup(c"statement hidden: it carries Procore credentials".as_ptr());
+        }
+        if !(*edata).detail.is_null() {
+            (*edata).detail = std::ptr::null_mut();
+        }
+    }
+    if let Some(previous) = PREVIOUS_HOOK {
+        previous(edata);
+    }
+}
