@@ -26,6 +26,8 @@ pub enum SyncError {
     NotAllowed(String),
     #[error("{0}")]
     WorkerUnavailable(String),
+    #[error("queue item {0} was taken over by another worker after its lease ran out")]
+    LeaseLost(i64),
     #[error("Procore: {0}")]
     Procore(#[from] ProcoreError),
     #[error("{0}")]
@@ -44,6 +46,7 @@ impl SyncError {
             SyncError::InvalidSchedule(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             SyncError::NotAllowed(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             SyncError::WorkerUnavailable(_) => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            SyncError::LeaseLost(_) => ERRCODE_LOCK_NOT_AVAILABLE,
             SyncError::Procore(e) => match e {
                 ProcoreError::InvalidGrant(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 ProcoreError::InvalidClient => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

@@ -154,13 +154,15 @@ pub enum Finish<'a> {
     Released,
 }
 
+/// Only the worker that holds the item can finish it: one whose lease ran out and was taken
+/// over changes nothing.
 pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
     match finish {
         Finish::Completed { records, requests, warnings } => Spi::run_with_args(
             "UPDATE procore_sync_queue
              SET status = 'completed', completed_at = now(), error_message = $2,
                  records_written = $3, requests_made = $4, lease_expires_at = NULL
-             WHERE id = $1",
+             WHERE id = $1 AND worker_pid = pg_backend_pid()",
             &[queue_id.into(), warnings.into(), records.into(), requests.into()],
         )?,
         Finish::RetryAt { at, error, counts_as_attempt } => Spi::run_with_args(
@@ -168,7 +170,7 @@ pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
              SET status = 'pending', next_attempt_at = to_timestamp($2), error_message = $3,
                  worker_pid = NULL, lease_expires_at = NULL,
                  attempts = CASE WHEN $4 THEN attempts ELSE greatest(attempts - 1, 0) END
-             WHERE id = $1",
+             WHERE id = $1 AND worker_pid = pg_backend_pid()",
             &[
                 queue_id.into(),
                 (at.timestamp_millis() as f64 / 1000.0).into(),
@@ -179,18 +181,21 @@ pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
         Finish::Failed { error } => Spi::run_with_args(
             "UPDATE procore_sync_queue
              SET status = 'failed', completed_at = now(), error_message = $2, lease_expires_at = NULL
-             WHERE id = $1",
+             WHERE id = $1 AND worker_pid = pg_backend_pid()",
             &[queue_id.into(), error.into()],
         )?,
         Finish::Released => Spi::run_with_args(
             "UPDATE procore_sync_queue
              SET status = 'pending', worker_pid = NULL, lease_expires_at = NULL,
                  attempts = greatest(attempts - 1, 0)
-             WHERE id = $1",
+             WHERE id = $1 AND worker_pid = pg_backend_pid()",
             &[queue_id.into()],
         )?,
     }
-    Spi::run_with_args("DELETE FROM procore_sync_progress WHERE queue_id = $1", &[queue_id.into()])?;
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_progress WHERE queue_id = $1 AND worker_pid = pg_backend_pid()",
+        &[queue_id.into()],
+    )?;
     notify(queue_id)
 }
 

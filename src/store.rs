@@ -206,19 +206,26 @@ pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError
             limit.into(),
         ],
     )?;
-    Spi::run_with_args(
+    let still_ours = Spi::get_one_with_args::<bool>(
         "UPDATE procore_sync_queue
          SET lease_expires_at = now() + make_interval(secs => $2),
              records_written = $3, requests_made = $4
-         WHERE id = $1",
+         WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
+         RETURNING true",
         &[
             p.queue_id.into(),
             (lease_seconds as f64).into(),
             p.records.into(),
             p.requests.into(),
         ],
-    )?;
-    Ok(())
+    );
+    // No row: the lease ran out and another worker owns the user now. Stop rather than
+    // sync the same user twice.
+    match still_ours {
+        Ok(Some(true)) => Ok(()),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(SyncError::LeaseLost(p.queue_id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// When this user last finished `resource` in this scope, for incremental reads.

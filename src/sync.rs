@@ -49,6 +49,8 @@ pub enum SyncFailure {
     Permanent(String),
     /// The server is shutting down: the item goes back to the queue untouched.
     Shutdown,
+    /// Another worker took the item over: stop and leave it to that worker.
+    LeaseLost(String),
 }
 
 impl SyncFailure {
@@ -67,9 +69,16 @@ impl SyncFailure {
         SyncFailure::Retryable(format!("database: {e}"))
     }
 
+    fn from_store(e: SyncError) -> Self {
+        match e {
+            SyncError::LeaseLost(_) => SyncFailure::LeaseLost(e.to_string()),
+            e => SyncFailure::from_db(e),
+        }
+    }
+
     pub fn message(&self) -> String {
         match self {
-            SyncFailure::Retryable(m) | SyncFailure::Permanent(m) => m.clone(),
+            SyncFailure::Retryable(m) | SyncFailure::Permanent(m) | SyncFailure::LeaseLost(m) => m.clone(),
             SyncFailure::RateLimited { message, retry_at } => {
                 format!("{message}; due again at {}", retry_at.format("%Y-%m-%d %H:%M:%S UTC"))
             }
@@ -82,7 +91,7 @@ impl SyncFailure {
 fn step<R>(body: impl FnOnce() -> Result<R, SyncError>) -> Result<R, SyncFailure> {
     match in_transaction(body) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(SyncFailure::from_db(e)),
+        Ok(Err(e)) => Err(SyncFailure::from_store(e)),
         Err(message) => Err(SyncFailure::from_db(message)),
     }
 }

@@ -237,7 +237,8 @@ fn run_item(item: &TakenItem, manual: bool) {
             let message = failure.message();
             log!("procore_sync: user {} sync attempt {} failed after {:.1}s: {}", item.user_id, item.attempts, elapsed, message);
             let finish = match failure {
-                SyncFailure::Shutdown => Finish::Released,
+                // Released and LeaseLost change nothing when another worker holds the item.
+                SyncFailure::Shutdown | SyncFailure::LeaseLost(_) => Finish::Released,
                 SyncFailure::RateLimited { retry_at, .. } if !manual => Finish::RetryAt {
                     at: *retry_at,
                     error: &message,
