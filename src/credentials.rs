@@ -15,13 +15,18 @@ use crate::worker::sync_worker;
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
 fn procore_connect(user_id: Option<pgrx::Uuid>, code: Option<&str>, redirect_uri: Option<&str>) {
-    let (user_id, code, redirect_uri) =
-        (required(user_id, "user_id"), required(code, "code"), required(redirect_uri, "redirect_uri"));
+    let (user_id, code, redirect_uri) = (
+        required(user_id, "user_id"),
+        required(code, "code"),
+        required(redirect_uri, "redirect_uri"),
+    );
     if code.is_empty() || redirect_uri.is_empty() {
         SyncError::InvalidArgument("code and redirect_uri are required".into()).raise();
     }
     let client = Client::new(settings::client_config()).or_raise();
-    let tokens = client.exchange_code(&Secret::new(code), redirect_uri).or_raise();
+    let tokens = client
+        .exchange_code(&Secret::new(code), redirect_uri)
+        .or_raise();
     store_new_connection(&user_id.to_string(), &tokens);
 }
 
@@ -35,13 +40,19 @@ fn procore_set_tokens(
     expires_in: Option<i32>,
 ) {
     let user_id = required(user_id, "user_id");
-    let (access_token, refresh_token) = (required(access_token, "access_token"), required(refresh_token, "refresh_token"));
+    let (access_token, refresh_token) = (
+        required(access_token, "access_token"),
+        required(refresh_token, "refresh_token"),
+    );
     let expires_in = required(expires_in, "expires_in");
     if access_token.is_empty() || refresh_token.is_empty() {
         SyncError::InvalidArgument("access_token and refresh_token are required".into()).raise();
     }
     if expires_in < 0 {
-        SyncError::InvalidArgument(format!("expires_in must be zero or more seconds, not {expires_in}")).raise();
+        SyncError::InvalidArgument(format!(
+            "expires_in must be zero or more seconds, not {expires_in}"
+        ))
+        .raise();
     }
     let tokens = TokenPair {
         access_token: Secret::new(access_token),
@@ -111,7 +122,9 @@ fn procore_sync_user(
         None => SyncError::UnknownUser(user).raise(),
         Some(c) if c.needs_reconnect => SyncError::NeedsReconnect {
             user,
-            reason: c.reconnect_reason.unwrap_or_else(|| "credentials were revoked".into()),
+            reason: c
+                .reconnect_reason
+                .unwrap_or_else(|| "credentials were revoked".into()),
         }
         .raise(),
         Some(_) => {}
@@ -131,7 +144,9 @@ fn procore_sync_user(
             Some(1),
             &[user.as_str().into(), started.into()],
         )?;
-        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
         Ok(Some((
             row.get::<String>(1)?.unwrap_or_default(),
             row.get::<i64>(2)?.unwrap_or(0),
@@ -148,7 +163,13 @@ fn procore_sync_user(
     TableIterator::once((user_id, status, records, requests, duration, error))
 }
 
-type ManualResult = (String, i64, i64, Option<String>, Option<pgrx::datum::Interval>);
+type ManualResult = (
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<pgrx::datum::Interval>,
+);
 
 /// The worker ended without finishing an item: someone else holds the user, or it died.
 fn report_missing_result(user: &str) -> ! {
@@ -158,7 +179,12 @@ fn report_missing_result(user: &str) -> ! {
         &[user.into()],
     );
     match holder {
-        Ok((Some(item), pid)) => SyncError::AlreadySyncing { user: user.to_string(), item, pid: pid.unwrap_or(0) }.raise(),
+        Ok((Some(item), pid)) => SyncError::AlreadySyncing {
+            user: user.to_string(),
+            item,
+            pid: pid.unwrap_or(0),
+        }
+        .raise(),
         _ => SyncError::WorkerUnavailable(format!(
             "the sync worker for user {user} ended without a result; see the server log"
         ))

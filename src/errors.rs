@@ -59,7 +59,8 @@ impl SyncError {
 
     /// Raises this error in the current backend; never returns.
     pub fn raise(self) -> ! {
-        ErrorReport::new(self.sqlstate(), self.to_string(), "procore_sync").report(PgLogLevel::ERROR);
+        ErrorReport::new(self.sqlstate(), self.to_string(), "procore_sync")
+            .report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
 }

@@ -21,7 +21,10 @@ fn caller() -> Result<Caller, SyncError> {
         &[oid.into()],
     )?
     .ok_or_else(|| SyncError::Internal("the calling role does not exist".into()))?;
-    Ok(Caller { name, superuser: unsafe { pg_sys::superuser_arg(oid) } })
+    Ok(Caller {
+        name,
+        superuser: unsafe { pg_sys::superuser_arg(oid) },
+    })
 }
 
 fn validate_schedule(expr: &str) -> Result<(), SyncError> {
@@ -32,7 +35,9 @@ fn validate_schedule(expr: &str) -> Result<(), SyncError> {
 
 fn validate_command(command: &str) -> Result<(), SyncError> {
     if command.trim().is_empty() {
-        return Err(SyncError::InvalidArgument("a job's command cannot be empty".into()));
+        return Err(SyncError::InvalidArgument(
+            "a job's command cannot be empty".into(),
+        ));
     }
     Ok(())
 }
@@ -40,9 +45,18 @@ fn validate_command(command: &str) -> Result<(), SyncError> {
 /// Creates a job, or changes the schedule and command of the caller's job of that name.
 #[pg_extern(volatile, security_definer)]
 #[search_path(@extschema@, pg_catalog)]
-fn procore_sync_schedule(job_name: Option<&str>, schedule: Option<&str>, command: Option<&str>) -> i64 {
+fn procore_sync_schedule(
+    job_name: Option<&str>,
+    schedule: Option<&str>,
+    command: Option<&str>,
+) -> i64 {
     let job_name = required(job_name, "job_name");
-    schedule_job(job_name, required(schedule, "schedule"), required(command, "command")).or_raise()
+    schedule_job(
+        job_name,
+        required(schedule, "schedule"),
+        required(command, "command"),
+    )
+    .or_raise()
 }
 
 fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, SyncError> {
@@ -58,7 +72,12 @@ fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, Sy
          ON CONFLICT (jobname, username) DO UPDATE
          SET schedule = EXCLUDED.schedule, command = EXCLUDED.command
          RETURNING jobid",
-        &[job_name.into(), schedule.into(), command.into(), caller.name.into()],
+        &[
+            job_name.into(),
+            schedule.into(),
+            command.into(),
+            caller.name.into(),
+        ],
     )?
     .ok_or_else(|| SyncError::Internal("the job was not saved".into()))
 }
@@ -76,7 +95,11 @@ fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
     .map_err(SyncError::from)
     .or_raise();
     if deleted.is_none() {
-        SyncError::UnknownJob(format!("could not find a job named '{job_name}' owned by {}", caller.name)).raise();
+        SyncError::UnknownJob(format!(
+            "could not find a job named '{job_name}' owned by {}",
+            caller.name
+        ))
+        .raise();
     }
     true
 }
@@ -87,9 +110,12 @@ fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
 fn procore_sync_unschedule_by_id(job_id: Option<i64>) -> bool {
     let job_id = required(job_id, "job_id");
     job_owner(job_id).or_raise();
-    Spi::run_with_args("DELETE FROM procore_sync_job WHERE jobid = $1", &[job_id.into()])
-        .map_err(SyncError::from)
-        .or_raise();
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_job WHERE jobid = $1",
+        &[job_id.into()],
+    )
+    .map_err(SyncError::from)
+    .or_raise();
     true
 }
 
@@ -101,10 +127,12 @@ fn job_owner(job_id: i64) -> Result<String, SyncError> {
         &[job_id.into()],
     )?;
     match owner {
-        None => Err(SyncError::UnknownJob(format!("could not find job {job_id}"))),
-        Some(owner) if owner != caller.name && !caller.superuser => Err(SyncError::NotAllowed(format!(
-            "job {job_id} belongs to role {owner}; only it or a superuser can change it"
+        None => Err(SyncError::UnknownJob(format!(
+            "could not find job {job_id}"
         ))),
+        Some(owner) if owner != caller.name && !caller.superuser => Err(SyncError::NotAllowed(
+            format!("job {job_id} belongs to role {owner}; only it or a superuser can change it"),
+        )),
         Some(owner) => Ok(owner),
     }
 }
@@ -120,7 +148,15 @@ fn procore_sync_alter_job(
     username: default!(Option<&str>, "NULL"),
     active: default!(Option<bool>, "NULL"),
 ) {
-    alter_job(required(job_id, "job_id"), schedule, command, database, username, active).or_raise()
+    alter_job(
+        required(job_id, "job_id"),
+        schedule,
+        command,
+        database,
+        username,
+        active,
+    )
+    .or_raise()
 }
 
 fn alter_job(
@@ -150,7 +186,9 @@ fn alter_job(
             &[u.into()],
         )?;
         if exists != Some(true) {
-            return Err(SyncError::InvalidArgument(format!("role \"{u}\" does not exist")));
+            return Err(SyncError::InvalidArgument(format!(
+                "role \"{u}\" does not exist"
+            )));
         }
     }
     if let Some(d) = database {
@@ -159,7 +197,9 @@ fn alter_job(
             &[d.into()],
         )?;
         if exists != Some(true) {
-            return Err(SyncError::InvalidArgument(format!("database \"{d}\" does not exist")));
+            return Err(SyncError::InvalidArgument(format!(
+                "database \"{d}\" does not exist"
+            )));
         }
     }
     Spi::run_with_args(

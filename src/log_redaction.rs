@@ -23,7 +23,9 @@ fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
     if text.is_null() {
         return false;
     }
-    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy().to_ascii_lowercase();
+    let text = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .to_ascii_lowercase();
     CREDENTIAL_CALLS.iter().any(|call| text.contains(call))
 }
 
@@ -34,7 +36,8 @@ unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::Error
         // log_statement / log_min_duration_statement put the text (and bind parameters) in
         // the message and detail themselves.
         if mentions_credentials((*edata).message) {
-            (*edata).message = pg_sys::pstrdup(c"statement hidden: it carries Procore credentials".as_ptr());
+            (*edata).message =
+                pg_sys::pstrdup(c"statement hidden: it carries Procore credentials".as_ptr());
         }
         if !(*edata).detail.is_null() {
             (*edata).detail = std::ptr::null_mut();

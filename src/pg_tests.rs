@@ -8,7 +8,6 @@ use pgrx::prelude::*;
 mod tests {
     use pgrx::prelude::*;
 
-
     fn count(sql: &str) -> i64 {
         Spi::get_one::<i64>(sql).expect("query runs").unwrap_or(0)
     }
@@ -38,9 +37,18 @@ mod tests {
              WHERE user_id = '00000000-0000-0000-0000-000000000003';",
         )
         .unwrap();
-        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(2));
-        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(0));
-        assert_eq!(count("SELECT count(*) FROM procore_sync_queue WHERE status = 'pending'"), 2);
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM procore_sync_queue WHERE status = 'pending'"),
+            2
+        );
     }
 
     #[pg_test]
@@ -51,11 +59,26 @@ mod tests {
              SELECT gen_random_uuid(), 'a', 'r', now() + interval '1 hour' FROM generate_series(1, 5);",
         )
         .unwrap();
-        assert_eq!(Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(), Some(5));
-        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(3));
-        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(2));
-        assert_eq!(Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(), Some(0));
-        assert_eq!(count("SELECT count(*) FROM procore_sync_queue WHERE status = 'processing'"), 5);
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT queue_procore_sync_for_all_users()").unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(),
+            Some(3)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT process_procore_sync_queue()").unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM procore_sync_queue WHERE status = 'processing'"),
+            5
+        );
     }
 
     #[pg_test]
@@ -79,30 +102,50 @@ mod tests {
 
     #[pg_test(error = "no Procore credentials for user 00000000-0000-0000-0000-0000000000aa")]
     fn manual_sync_of_an_unknown_user_is_a_clear_error() {
-        Spi::run("SELECT * FROM procore_sync_user('00000000-0000-0000-0000-0000000000aa')").unwrap();
+        Spi::run("SELECT * FROM procore_sync_user('00000000-0000-0000-0000-0000000000aa')")
+            .unwrap();
     }
 
     #[pg_test]
     fn schedules_are_validated_and_jobs_upserted_by_name() {
-        let id = Spi::get_one::<i64>("SELECT procore_sync_schedule('nightly', '0 3 * * *', 'SELECT 1')")
-            .unwrap()
-            .unwrap();
-        let again = Spi::get_one::<i64>("SELECT procore_sync_schedule('nightly', '30 seconds', 'SELECT 2')")
-            .unwrap()
-            .unwrap();
+        let id =
+            Spi::get_one::<i64>("SELECT procore_sync_schedule('nightly', '0 3 * * *', 'SELECT 1')")
+                .unwrap()
+                .unwrap();
+        let again = Spi::get_one::<i64>(
+            "SELECT procore_sync_schedule('nightly', '30 seconds', 'SELECT 2')",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(id, again);
         assert_eq!(
-            Spi::get_one::<String>("SELECT schedule || '|' || command FROM procore_sync_job WHERE jobname = 'nightly'")
-                .unwrap(),
+            Spi::get_one::<String>(
+                "SELECT schedule || '|' || command FROM procore_sync_job WHERE jobname = 'nightly'"
+            )
+            .unwrap(),
             Some("30 seconds|SELECT 2".into())
         );
-        Spi::run(&format!("SELECT procore_sync_alter_job({id}, active => false)")).unwrap();
-        assert_eq!(count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly' AND NOT active"), 1);
-        assert_eq!(Spi::get_one::<bool>("SELECT procore_sync_unschedule('nightly')").unwrap(), Some(true));
-        assert_eq!(count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly'"), 0);
+        Spi::run(&format!(
+            "SELECT procore_sync_alter_job({id}, active => false)"
+        ))
+        .unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly' AND NOT active"),
+            1
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT procore_sync_unschedule('nightly')").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM procore_sync_job WHERE jobname = 'nightly'"),
+            0
+        );
     }
 
-    #[pg_test(error = "invalid schedule \"61 * * * *\": minute field \"61\" at position 1 is out of range 0-59")]
+    #[pg_test(
+        error = "invalid schedule \"61 * * * *\": minute field \"61\" at position 1 is out of range 0-59"
+    )]
     fn a_bad_schedule_is_rejected_with_the_field_and_position() {
         Spi::run("SELECT procore_sync_schedule('bad', '61 * * * *', 'SELECT 1')").unwrap();
     }
@@ -118,13 +161,22 @@ mod tests {
             ])
             .unwrap()
         };
-        assert_eq!(crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(), 2);
-        assert_eq!(crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(), 0);
+        assert_eq!(
+            crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            2
+        );
+        assert_eq!(
+            crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            0
+        );
         assert_eq!(
             Spi::get_one::<String>("SELECT subject FROM procore_rfis WHERE id = 2").unwrap(),
             Some("O'Brien \"quoted\"; DROP TABLE x; -- ünïcødé".into())
         );
-        assert_eq!(Spi::get_one::<String>("SELECT status FROM procore_rfis WHERE id = 2").unwrap(), Some("Closed".into()));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT status FROM procore_rfis WHERE id = 2").unwrap(),
+            Some("Closed".into())
+        );
     }
 
     #[pg_test]

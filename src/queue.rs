@@ -113,7 +113,11 @@ pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
         }
     })?;
     if let Some((item, pid)) = busy {
-        return Err(SyncError::AlreadySyncing { user: user_id.to_string(), item, pid });
+        return Err(SyncError::AlreadySyncing {
+            user: user_id.to_string(),
+            item,
+            pid,
+        });
     }
     Spi::connect_mut(|client| {
         let rows = client.update(
@@ -147,10 +151,20 @@ fn taken_item(rows: pgrx::spi::SpiTupleTable) -> Result<Option<TakenItem>, SyncE
 
 /// How an item ends: each branch also tells listeners on `procore_sync`.
 pub enum Finish<'a> {
-    Completed { records: i64, requests: i64, warnings: Option<&'a str> },
-    RetryAt { at: DateTime<Utc>, error: &'a str, counts_as_attempt: bool },
+    Completed {
+        records: i64,
+        requests: i64,
+        warnings: Option<&'a str>,
+    },
+    RetryAt {
+        at: DateTime<Utc>,
+        error: &'a str,
+        counts_as_attempt: bool,
+    },
     /// Keeps the counts the worker's progress reports left on the row.
-    Failed { error: &'a str },
+    Failed {
+        error: &'a str,
+    },
     Released,
 }
 

@@ -83,9 +83,10 @@ pub fn page_rows(records: Vec<Value>) -> Result<Vec<RecordRow>, RecordError> {
 /// A timestamp Postgres will accept for sure, or nothing: a malformed date from the API
 /// must not make the whole page fail to store.
 fn normalise_timestamp(s: &str) -> Option<String> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| {
+        t.with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    })
 }
 
 #[cfg(test)]
@@ -105,9 +106,11 @@ mod tests {
         assert_eq!(rfi.status.as_deref(), Some("open"));
         assert_eq!(rfi.updated_at.as_deref(), Some("2026-01-01T08:00:00Z"));
 
-        let submittal =
-            record_row(0, json!({"id": "12", "title": "Steel", "status": {"id": 1, "name": "Approved"}}))
-                .unwrap();
+        let submittal = record_row(
+            0,
+            json!({"id": "12", "title": "Steel", "status": {"id": 1, "name": "Approved"}}),
+        )
+        .unwrap();
         assert_eq!(submittal.procore_id, 12);
         assert_eq!(submittal.name.as_deref(), Some("Steel"));
         assert_eq!(submittal.status.as_deref(), Some("Approved"));

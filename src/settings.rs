@@ -226,17 +226,17 @@ pub fn lease_seconds() -> i64 {
 /// The HTTP client's configuration as the settings say now.
 pub fn client_config() -> ClientConfig {
     let ca_file = string(&CA_FILE);
-    ClientConfig {
-        api_base_url: string(&API_BASE_URL),
-        login_base_url: string(&LOGIN_BASE_URL),
-        client_id: string(&CLIENT_ID),
-        client_secret: Secret::new(string(&CLIENT_SECRET)),
-        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get().max(1) as u64),
-        ca_file: (!ca_file.is_empty()).then_some(ca_file),
-        max_response_bytes: MAX_RESPONSE_MB.get().max(1) as u64 * 1024 * 1024,
-        // Both URL settings are superuser-only, so a plain http URL was put there by a
-        // superuser on purpose (a stand-in or a test), which SPEC §2 allows.
-        allow_http: true,
-        user_agent: format!("procore_sync/{}", env!("CARGO_PKG_VERSION")),
-    }
+    let mut config = ClientConfig::new(
+        string(&API_BASE_URL),
+        string(&LOGIN_BASE_URL),
+        string(&CLIENT_ID),
+        Secret::new(string(&CLIENT_SECRET)),
+    );
+    config.timeout = Duration::from_millis(HTTP_TIMEOUT_MS.get().max(1) as u64);
+    config.ca_file = (!ca_file.is_empty()).then_some(ca_file);
+    config.max_response_bytes = MAX_RESPONSE_MB.get().max(1) as u64 * 1024 * 1024;
+    // Both URL settings are superuser-only, so a plain http URL was put there by a
+    // superuser on purpose (a stand-in or a test), which SPEC §2 allows.
+    config.allow_http = true;
+    config
 }

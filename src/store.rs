@@ -13,9 +13,15 @@ use crate::token_journal::Journal;
 /// This database's token journal, inside the data directory so it shares its permissions
 /// and its backups' fate.
 pub fn token_journal() -> Journal {
-    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
+    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
+        .to_string_lossy()
+        .into_owned();
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    Journal::new(std::path::Path::new(&data_dir).join("pg_procore_sync").join(database.to_string()))
+    Journal::new(
+        std::path::Path::new(&data_dir)
+            .join("pg_procore_sync")
+            .join(database.to_string()),
+    )
 }
 
 /// Puts back a pair the journal kept through a crash. Only for users still connected: a
@@ -228,13 +234,16 @@ pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError
     }
 }
 
+/// When a resource was last read, and last read in full.
+pub type CursorTimes = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// When this user last finished `resource` in this scope, for incremental reads.
 pub fn cursor(
     user_id: &str,
     resource: &str,
     company_id: i64,
     project_id: i64,
-) -> Result<Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, SyncError> {
+) -> Result<Option<CursorTimes>, SyncError> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT extract(epoch FROM last_synced_at)::float8,

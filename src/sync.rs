@@ -44,7 +44,10 @@ pub enum SyncFailure {
     /// Can succeed later: retried with backoff up to `max_attempts`.
     Retryable(String),
     /// Procore's rate limit: due again at `retry_at`, not counted as an attempt.
-    RateLimited { retry_at: DateTime<Utc>, message: String },
+    RateLimited {
+        retry_at: DateTime<Utc>,
+        message: String,
+    },
     /// Retrying cannot help (revoked grant, bad client credentials, bad settings).
     Permanent(String),
     /// The server is shutting down: the item goes back to the queue untouched.
@@ -78,9 +81,14 @@ impl SyncFailure {
 
     pub fn message(&self) -> String {
         match self {
-            SyncFailure::Retryable(m) | SyncFailure::Permanent(m) | SyncFailure::LeaseLost(m) => m.clone(),
+            SyncFailure::Retryable(m) | SyncFailure::Permanent(m) | SyncFailure::LeaseLost(m) => {
+                m.clone()
+            }
             SyncFailure::RateLimited { message, retry_at } => {
-                format!("{message}; due again at {}", retry_at.format("%Y-%m-%d %H:%M:%S UTC"))
+                format!(
+                    "{message}; due again at {}",
+                    retry_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
             SyncFailure::Shutdown => "interrupted by server shutdown".into(),
         }
@@ -113,8 +121,9 @@ struct Session<'a> {
 
 pub fn sync_user(item: &SyncItem, sleep: Sleeper) -> Result<SyncOutcome, SyncFailure> {
     let client = Client::new(settings::client_config()).map_err(SyncFailure::from_procore)?;
-    let credentials = step(|| store::credentials(&item.user_id))?
-        .ok_or_else(|| SyncFailure::Permanent(format!("no Procore credentials for user {}", item.user_id)))?;
+    let credentials = step(|| store::credentials(&item.user_id))?.ok_or_else(|| {
+        SyncFailure::Permanent(format!("no Procore credentials for user {}", item.user_id))
+    })?;
     if credentials.needs_reconnect {
         return Err(SyncFailure::Permanent(format!(
             "user {} must reconnect to Procore: {}",
@@ -143,7 +152,11 @@ impl Session<'_> {
         let by_scope = |scope: Scope| resources.iter().filter(move |r| r.scope == scope);
         let companies = match resources.iter().find(|r| r.name == "companies") {
             Some(r) => self.sync_resource(r, None, None)?,
-            None => return Err(SyncFailure::Permanent("the resource catalog has no 'companies' entry".into())),
+            None => {
+                return Err(SyncFailure::Permanent(
+                    "the resource catalog has no 'companies' entry".into(),
+                ))
+            }
         };
         for company_id in companies.unwrap_or_default() {
             let mut project_ids = Vec::new();
@@ -217,7 +230,8 @@ impl Session<'_> {
         // Companies and projects are always read whole: the walk needs every id.
         let structural = resource.name == "companies" || resource.name == "projects";
         let since = if resource.supports_updated_at_filter && !structural {
-            let cursor = step(|| store::cursor(&user, &resource.name, cursor_company, cursor_project))?;
+            let cursor =
+                step(|| store::cursor(&user, &resource.name, cursor_company, cursor_project))?;
             incremental_since(cursor, pass_started, settings::full_sync_interval_seconds())
         } else {
             None
@@ -234,7 +248,11 @@ impl Session<'_> {
         let mut next: Option<String> = None;
         loop {
             let request = match &next {
-                None => PageRequest::First { path: &path, query: &query, per_page },
+                None => PageRequest::First {
+                    path: &path,
+                    query: &query,
+                    per_page,
+                },
                 Some(url) => PageRequest::Next { url },
             };
             let page = self.fetch(request, company_id)?;
@@ -245,7 +263,11 @@ impl Session<'_> {
             self.pages += 1;
             let name = resource.name.as_str();
             // Companies are their own company; everything else belongs to the scope's company.
-            let record_company = if resource.scope == Scope::User { None } else { company_id };
+            let record_company = if resource.scope == Scope::User {
+                None
+            } else {
+                company_id
+            };
             let written = step(|| store::upsert_page(name, record_company, project_id, rows))?;
             self.outcome.records_written += written;
             self.report_progress(name, company_id, project_id)?;
@@ -259,7 +281,15 @@ impl Session<'_> {
         let full_pass = since.is_none();
         let name = resource.name.clone();
         step(|| {
-            store::save_cursor(&user, &name, cursor_company, cursor_project, pass_started, full_pass, None)?;
+            store::save_cursor(
+                &user,
+                &name,
+                cursor_company,
+                cursor_project,
+                pass_started,
+                full_pass,
+                None,
+            )?;
             // A full listing is the only way Procore reveals deletions. Company lists are per
             // user, so a company missing from one user's list says nothing about the others.
             if full_pass && resource.scope != Scope::User {
@@ -287,10 +317,12 @@ impl Session<'_> {
             pages: self.pages,
             records: self.outcome.records_written,
             requests: self.outcome.requests_made,
-            rate_limit: self
-                .rate_limit
-                .as_ref()
-                .map(|r| (r.remaining.min(i32::MAX as u32) as i32, r.limit.min(i32::MAX as u32) as i32)),
+            rate_limit: self.rate_limit.as_ref().map(|r| {
+                (
+                    r.remaining.min(i32::MAX as u32) as i32,
+                    r.limit.min(i32::MAX as u32) as i32,
+                )
+            }),
         };
         let lease = self.lease_seconds;
         step(|| store::record_progress(&progress, lease))
@@ -298,7 +330,11 @@ impl Session<'_> {
 
     /// One page, with everything that makes a request succeed eventually: a fresh token,
     /// pacing under the rate limit, one refresh on 401, short waits and retries.
-    fn fetch(&mut self, request: PageRequest, company_id: Option<i64>) -> Result<Page, ResourceFailure> {
+    fn fetch(
+        &mut self,
+        request: PageRequest,
+        company_id: Option<i64>,
+    ) -> Result<Page, ResourceFailure> {
         let mut refreshed_after_401 = false;
         let mut transient_failures = 0u32;
         loop {
@@ -310,10 +346,15 @@ impl Session<'_> {
                 .as_ref()
                 .and_then(|rl| delay_before_next(rl, Utc::now().timestamp()))
             {
-                self.wait(wait, Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::zero()))?;
+                self.wait(
+                    wait,
+                    Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::zero()),
+                )?;
             }
             self.outcome.requests_made += 1;
-            let result = self.client.list_page(&self.access_token, company_id, request.clone());
+            let result = self
+                .client
+                .list_page(&self.access_token, company_id, request);
             if let Some(rl) = self.client.last_rate_limit() {
                 self.rate_limit = Some(rl);
             }
@@ -329,23 +370,29 @@ impl Session<'_> {
                 }
                 Err(e) if e.is_retryable() && transient_failures < REQUEST_RETRIES => {
                     transient_failures += 1;
-                    let delay = e.retry_at().map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)).unwrap_or_else(|| {
-                        backoff::retry_delay(
-                            transient_failures,
-                            Duration::from_millis(250),
-                            Duration::from_secs(10),
-                            &mut rand::thread_rng(),
-                        )
-                    });
-                    self.wait(delay, Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::zero()))?;
+                    let delay = e
+                        .retry_at()
+                        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                        .unwrap_or_else(|| {
+                            backoff::retry_delay(
+                                transient_failures,
+                                Duration::from_millis(250),
+                                Duration::from_secs(10),
+                                &mut rand::thread_rng(),
+                            )
+                        });
+                    self.wait(
+                        delay,
+                        Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::zero()),
+                    )?;
                 }
-                Err(e @ (ProcoreError::Forbidden(_)
-                | ProcoreError::NotFound(_)
-                | ProcoreError::Client { .. }
-                | ProcoreError::BadResponse(_)
-                | ProcoreError::TooLarge { .. }))
-                    if !e.is_retryable() =>
-                {
+                Err(
+                    e @ (ProcoreError::Forbidden(_)
+                    | ProcoreError::NotFound(_)
+                    | ProcoreError::Client { .. }
+                    | ProcoreError::BadResponse(_)
+                    | ProcoreError::TooLarge { .. }),
+                ) if !e.is_retryable() => {
                     return Err(ResourceFailure::Resource(e.to_string()));
                 }
                 Err(e) => return Err(ResourceFailure::Sync(SyncFailure::from_procore(e))),
@@ -380,9 +427,13 @@ impl Session<'_> {
         let refreshed = in_transaction(|| -> Result<(Secret, DateTime<Utc>), SyncFailure> {
             let mut credentials = store::credentials_for_refresh(&user)
                 .map_err(SyncFailure::from_db)?
-                .ok_or_else(|| SyncFailure::Permanent(format!("user {user} was disconnected during the sync")))?;
+                .ok_or_else(|| {
+                    SyncFailure::Permanent(format!("user {user} was disconnected during the sync"))
+                })?;
             if credentials.needs_reconnect {
-                return Err(SyncFailure::Permanent(format!("user {user} must reconnect to Procore")));
+                return Err(SyncFailure::Permanent(format!(
+                    "user {user} must reconnect to Procore"
+                )));
             }
             // A crash after a rotation left the newest pair in the journal: it wins.
             if let Some(pair) = journal.pending(&user) {
@@ -392,13 +443,17 @@ impl Session<'_> {
                 credentials.expires_at = pair.expires_at;
             }
             // Another process refreshed while we waited for the lock: use its token.
-            if credentials.access_token != current && credentials.expires_at - REFRESH_MARGIN > Utc::now() {
+            if credentials.access_token != current
+                && credentials.expires_at - REFRESH_MARGIN > Utc::now()
+            {
                 return Ok((credentials.access_token, credentials.expires_at));
             }
             match client.refresh_token(&credentials.refresh_token) {
                 Ok(pair) => {
                     if let Err(e) = journal.record(&user, &pair) {
-                        pgrx::warning!("procore_sync: user {user}: could not journal the new tokens: {e}");
+                        pgrx::warning!(
+                            "procore_sync: user {user}: could not journal the new tokens: {e}"
+                        );
                     }
                     settings::crash_if_failpoint("crash_after_token_refresh");
                     store::save_tokens(&user, &pair).map_err(SyncFailure::from_db)?;
@@ -416,7 +471,9 @@ impl Session<'_> {
             Ok(Ok((token, expires_at))) => {
                 // Committed: the journal entry has done its job.
                 if let Err(e) = journal.forget(&user) {
-                    pgrx::warning!("procore_sync: user {user}: could not clear the token journal: {e}");
+                    pgrx::warning!(
+                        "procore_sync: user {user}: could not clear the token journal: {e}"
+                    );
                 }
                 self.access_token = token;
                 self.expires_at = expires_at;
@@ -431,7 +488,7 @@ impl Session<'_> {
 /// Where an incremental pass starts, or None for a full pass: the first pass, a pass after a
 /// failure, and one every `full_sync_interval` are full.
 fn incremental_since(
-    cursor: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    cursor: Option<store::CursorTimes>,
     now: DateTime<Utc>,
     full_sync_interval_s: i64,
 ) -> Option<DateTime<Utc>> {
@@ -469,9 +526,15 @@ mod tests {
     #[test]
     fn first_pass_and_stale_full_pass_are_full() {
         assert_eq!(incremental_since(None, at(12), 86_400), None);
-        assert_eq!(incremental_since(Some((Some(at(11)), None)), at(12), 86_400), None);
+        assert_eq!(
+            incremental_since(Some((Some(at(11)), None)), at(12), 86_400),
+            None
+        );
         let long_ago = at(0) - TimeDelta::days(2);
-        assert_eq!(incremental_since(Some((Some(at(11)), Some(long_ago))), at(12), 86_400), None);
+        assert_eq!(
+            incremental_since(Some((Some(at(11)), Some(long_ago))), at(12), 86_400),
+            None
+        );
     }
 
     #[test]
@@ -482,6 +545,9 @@ mod tests {
 
     #[test]
     fn zero_interval_means_always_full() {
-        assert_eq!(incremental_since(Some((Some(at(11)), Some(at(11)))), at(12), 0), None);
+        assert_eq!(
+            incremental_since(Some((Some(at(11)), Some(at(11)))), at(12), 0),
+            None
+        );
     }
 }

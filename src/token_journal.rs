@@ -40,7 +40,10 @@ impl Journal {
 
     fn path(&self, user_id: &str) -> io::Result<PathBuf> {
         if !is_uuid(user_id) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "user id is not a uuid"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "user id is not a uuid",
+            ));
         }
         Ok(self.dir.join(format!("{user_id}.json")))
     }
@@ -49,7 +52,10 @@ impl Journal {
     /// into place, and the directory fsynced, so after a crash either the whole entry or none
     /// of it is there.
     pub fn record(&self, user_id: &str, tokens: &TokenPair) -> io::Result<()> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
         let path = self.path(user_id)?;
         let temp = path.with_extension("tmp");
         let entry = Entry {
@@ -60,7 +66,12 @@ impl Journal {
         };
         let body = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         {
-            let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
             file.write_all(&body)?;
             file.sync_all()?;
         }
@@ -126,7 +137,11 @@ mod tests {
     }
 
     fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("procore-journal-{}-{}", std::process::id(), rand::random::<u64>()));
+        let dir = std::env::temp_dir().join(format!(
+            "procore-journal-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         dir.join("journal")
     }
 
@@ -149,7 +164,10 @@ mod tests {
     fn entries_are_private_to_the_server_user() {
         let journal = Journal::new(scratch());
         journal.record(USER, &pair(1)).unwrap();
-        let file_mode = fs::metadata(journal.path(USER).unwrap()).unwrap().permissions().mode();
+        let file_mode = fs::metadata(journal.path(USER).unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
         let dir_mode = fs::metadata(&journal.dir).unwrap().permissions().mode();
         assert_eq!(file_mode & 0o777, 0o600);
         assert_eq!(dir_mode & 0o777, 0o700);

@@ -5,8 +5,6 @@
 //! before doing anything else with it, and must hold the user's credentials row lock across
 //! the call so two processes never spend the same refresh token.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 use super::error::ProcoreError;
@@ -24,16 +22,6 @@ pub struct TokenPair {
 }
 
 impl TokenPair {
-    /// Whether the access token expires within `margin` of `now` (or already has): refresh
-    /// before a request rather than after its 401.
-    pub fn expires_within(&self, now: DateTime<Utc>, margin: Duration) -> bool {
-        let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
-        match now.checked_add_signed(margin) {
-            Some(deadline) => self.expires_at <= deadline,
-            None => true,
-        }
-    }
-
     /// Parses a token endpoint success body. Messages never include the body: it holds the
     /// tokens.
     pub fn from_token_response(body: &[u8], now: DateTime<Utc>) -> Result<TokenPair, ProcoreError> {
@@ -189,19 +177,5 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn expires_within_margin() {
-        let pair = TokenPair {
-            access_token: Secret::new("a"),
-            refresh_token: Secret::new("r"),
-            expires_at: at(1000),
-        };
-        assert!(!pair.expires_within(at(0), Duration::from_secs(300)));
-        assert!(pair.expires_within(at(700), Duration::from_secs(300)));
-        assert!(pair.expires_within(at(1000), Duration::ZERO));
-        assert!(pair.expires_within(at(2000), Duration::ZERO));
-        assert!(pair.expires_within(at(0), Duration::MAX));
     }
 }

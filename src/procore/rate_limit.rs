@@ -36,14 +36,6 @@ impl RateLimit {
         })
     }
 
-    /// Share of the window still available, 0.0 to 1.0.
-    pub fn headroom(&self) -> f64 {
-        if self.limit == 0 {
-            return 0.0;
-        }
-        (f64::from(self.remaining) / f64::from(self.limit)).clamp(0.0, 1.0)
-    }
-
     /// Requests kept in reserve: 10% of the limit, at least one.
     pub fn reserve(&self) -> u32 {
         (self.limit / 10).max(1)
@@ -124,13 +116,6 @@ mod tests {
             RateLimit::from_headers(Some("25"), Some("3"), Some("1767225600.2")),
             Some(rl(25, 3, 1_767_225_601))
         );
-    }
-
-    #[test]
-    fn headroom_is_a_fraction() {
-        assert_eq!(rl(100, 25, 0).headroom(), 0.25);
-        assert_eq!(rl(0, 0, 0).headroom(), 0.0);
-        assert_eq!(rl(10, 20, 0).headroom(), 1.0);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::ffi::CStr;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 
 use super::{in_transaction, LIBRARY};
@@ -12,7 +14,14 @@ use crate::errors::SyncError;
 use crate::jobs::Job;
 
 pub fn launch(job: &Job, runid: i64) -> Result<DynamicBackgroundWorker, String> {
-    let name = format!("procore_sync job {}", if job.jobname.is_empty() { job.jobid.to_string() } else { job.jobname.clone() });
+    let name = format!(
+        "procore_sync job {}",
+        if job.jobname.is_empty() {
+            job.jobid.to_string()
+        } else {
+            job.jobname.clone()
+        }
+    );
     let extra = format!("{}\t{}", job.database, job.username);
     if extra.len() >= 128 {
         return Err("database and role names are too long for a job runner".into());
@@ -114,7 +123,9 @@ pub extern "C-unwind" fn procore_sync_job_runner_main(arg: pg_sys::Datum) {
 
 fn report_activity(command: &str) {
     if let Ok(text) = std::ffi::CString::new(command) {
-        unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+        unsafe {
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr())
+        };
     }
 }
 

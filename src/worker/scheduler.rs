@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
-    SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+    DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -49,7 +49,9 @@ pub fn use_extension_schema() -> Result<(), SyncError> {
     )?;
     match found {
         Some(_) => Ok(()),
-        None => Err(SyncError::Internal("extension procore_sync is not installed".into())),
+        None => Err(SyncError::Internal(
+            "extension procore_sync is not installed".into(),
+        )),
     }
 }
 
@@ -64,7 +66,9 @@ fn schedule_zone() -> Tz {
 
 /// The next run after `after`, with the schedule read in `zone`'s wall-clock time.
 fn next_run(schedule: &Schedule, after: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
-    schedule.next_after(&after.with_timezone(&zone)).map(|t| t.with_timezone(&Utc))
+    schedule
+        .next_after(&after.with_timezone(&zone))
+        .map(|t| t.with_timezone(&Utc))
 }
 
 struct JobState {
@@ -107,7 +111,9 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             }
             recover_token_journal();
             match in_transaction(jobs::fail_interrupted_runs) {
-                Ok(Ok(n)) if n > 0 => log!("procore_sync: marked {n} interrupted job run(s) as failed"),
+                Ok(Ok(n)) if n > 0 => {
+                    log!("procore_sync: marked {n} interrupted job run(s) as failed")
+                }
                 Ok(Err(e)) => log!("procore_sync: could not close interrupted runs: {e}"),
                 Err(e) => log!("procore_sync: could not close interrupted runs: {e}"),
                 _ => {}
@@ -127,7 +133,9 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             last_reap = now;
             if let Ok(Ok(n)) = in_transaction(queue::reap_orphaned_items) {
                 if n > 0 {
-                    log!("procore_sync: {n} queue item(s) of stopped workers returned to the queue");
+                    log!(
+                        "procore_sync: {n} queue item(s) of stopped workers returned to the queue"
+                    );
                 }
             }
         }
@@ -190,7 +198,10 @@ fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {
             // A changed schedule takes effect now, not after the old next run.
             state.schedule_text = job.schedule.clone();
             state.schedule = schedule::parse(&job.schedule).ok();
-            state.next_run = state.schedule.as_ref().and_then(|s| first_run(job, s, now, zone));
+            state.next_run = state
+                .schedule
+                .as_ref()
+                .and_then(|s| first_run(job, s, now, zone));
         }
         reap_finished_run(state);
         let Some(due) = state.next_run else { continue };
@@ -214,7 +225,12 @@ fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {
 
 /// The first run of a job the scheduler (re)discovers: if a slot passed since its last run
 /// (say, during downtime), run once now; otherwise wait for the next slot.
-fn first_run(job: &Job, schedule: &Schedule, now: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
+fn first_run(
+    job: &Job,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    zone: Tz,
+) -> Option<DateTime<Utc>> {
     let last = match in_transaction(|| jobs::last_start_epoch(job.jobid)) {
         Ok(Ok(Some(epoch))) => Utc.timestamp_opt(epoch as i64, 0).single(),
         _ => None,
@@ -239,7 +255,10 @@ fn reap_finished_run(state: &mut JobState) {
             // A runner records its own end; this only catches one that died first (killed,
             // role dropped, database gone).
             let _ = in_transaction(|| {
-                jobs::fail_run(runid, "job runner exited before recording a result (see the server log)")
+                jobs::fail_run(
+                    runid,
+                    "job runner exited before recording a result (see the server log)",
+                )
             });
         }
     }
@@ -249,16 +268,23 @@ fn start_job(job: &Job) -> Option<(i64, DynamicBackgroundWorker)> {
     let runid = match in_transaction(|| jobs::start_run(job)) {
         Ok(Ok(runid)) => runid,
         Ok(Err(e)) => {
-            log!("procore_sync: could not record a run of job {}: {e}", job.jobid);
+            log!(
+                "procore_sync: could not record a run of job {}: {e}",
+                job.jobid
+            );
             return None;
         }
         Err(e) => {
-            log!("procore_sync: could not record a run of job {}: {e}", job.jobid);
+            log!(
+                "procore_sync: could not record a run of job {}: {e}",
+                job.jobid
+            );
             return None;
         }
     };
     // The handle must outlive every transaction: keep it in the top memory context.
-    let launched = unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| job_runner::launch(job, runid)) };
+    let launched =
+        unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| job_runner::launch(job, runid)) };
     match launched {
         Ok(worker) => Some((runid, worker)),
         Err(message) => {

@@ -6,7 +6,9 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 
 use super::{in_transaction, LIBRARY};
@@ -75,7 +77,10 @@ pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
     let wanted = due.min(i64::from(settings::max_workers())) - running;
     let database = current_database()?;
     for _ in 0..wanted.max(0) {
-        if builder(WORKER_TYPE, &database, &Mode::Pool).load_dynamic().is_err() {
+        if builder(WORKER_TYPE, &database, &Mode::Pool)
+            .load_dynamic()
+            .is_err()
+        {
             warning!(
                 "procore_sync: could not start a sync worker (max_worker_processes reached); \
                  queued items wait for a free worker"
@@ -90,17 +95,21 @@ pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
 /// and the written pages are committed whatever the caller's transaction does.
 pub fn run_manual_sync(user_id: &str) -> Result<(), SyncError> {
     let database = current_database()?;
-    let worker: DynamicBackgroundWorker = builder("procore_sync manual sync", &database, &Mode::User(user_id.to_string()))
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .load_dynamic()
-        .map_err(|_| {
-            SyncError::WorkerUnavailable(
-                "could not start a sync worker: max_worker_processes is exhausted".into(),
-            )
-        })?;
-    worker
-        .wait_for_shutdown()
-        .map_err(|status| SyncError::WorkerUnavailable(format!("sync worker ended abnormally: {status:?}")))
+    let worker: DynamicBackgroundWorker = builder(
+        "procore_sync manual sync",
+        &database,
+        &Mode::User(user_id.to_string()),
+    )
+    .set_notify_pid(unsafe { pg_sys::MyProcPid })
+    .load_dynamic()
+    .map_err(|_| {
+        SyncError::WorkerUnavailable(
+            "could not start a sync worker: max_worker_processes is exhausted".into(),
+        )
+    })?;
+    worker.wait_for_shutdown().map_err(|status| {
+        SyncError::WorkerUnavailable(format!("sync worker ended abnormally: {status:?}"))
+    })
 }
 
 #[pg_guard]
@@ -195,14 +204,19 @@ fn interruptible_sleep(duration: Duration) -> bool {
 
 fn report_activity(text: &str) {
     if let Ok(text) = CString::new(text) {
-        unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+        unsafe {
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr())
+        };
     }
 }
 
 fn run_item(item: &TakenItem, manual: bool) {
     report_activity(&format!("procore_sync: syncing user {}", item.user_id));
     let started = Instant::now();
-    let sync_item = SyncItem { queue_id: item.queue_id, user_id: item.user_id.clone() };
+    let sync_item = SyncItem {
+        queue_id: item.queue_id,
+        user_id: item.user_id.clone(),
+    };
     let result = sync::sync_user(&sync_item, &interruptible_sleep);
     let elapsed = started.elapsed().as_secs_f64();
     let finished = match &result {
@@ -213,7 +227,11 @@ fn run_item(item: &TakenItem, manual: bool) {
                 outcome.records_written,
                 outcome.requests_made,
                 elapsed,
-                if outcome.resource_errors.is_empty() { String::new() } else { format!(", {} resource errors", outcome.resource_errors.len()) }
+                if outcome.resource_errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} resource errors", outcome.resource_errors.len())
+                }
             );
             let warnings = (!outcome.resource_errors.is_empty()).then(|| {
                 format!(
@@ -235,7 +253,13 @@ fn run_item(item: &TakenItem, manual: bool) {
         }
         Err(failure) => {
             let message = failure.message();
-            log!("procore_sync: user {} sync attempt {} failed after {:.1}s: {}", item.user_id, item.attempts, elapsed, message);
+            log!(
+                "procore_sync: user {} sync attempt {} failed after {:.1}s: {}",
+                item.user_id,
+                item.attempts,
+                elapsed,
+                message
+            );
             let finish = match failure {
                 // Released and LeaseLost change nothing when another worker holds the item.
                 SyncFailure::Shutdown | SyncFailure::LeaseLost(_) => Finish::Released,
@@ -244,7 +268,9 @@ fn run_item(item: &TakenItem, manual: bool) {
                     error: &message,
                     counts_as_attempt: false,
                 },
-                SyncFailure::Retryable(_) if !manual && item.attempts < settings::max_attempts() => {
+                SyncFailure::Retryable(_)
+                    if !manual && item.attempts < settings::max_attempts() =>
+                {
                     let delay = backoff::retry_delay(
                         item.attempts.max(1) as u32,
                         Duration::from_secs(30),
@@ -252,7 +278,8 @@ fn run_item(item: &TakenItem, manual: bool) {
                         &mut rand::thread_rng(),
                     );
                     Finish::RetryAt {
-                        at: Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(30)),
+                        at: Utc::now()
+                            + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(30)),
                         error: &message,
                         counts_as_attempt: true,
                     }
@@ -264,8 +291,14 @@ fn run_item(item: &TakenItem, manual: bool) {
     };
     match finished {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => log!("procore_sync: could not record the end of queue item {}: {e}", item.queue_id),
-        Err(e) => log!("procore_sync: could not record the end of queue item {}: {e}", item.queue_id),
+        Ok(Err(e)) => log!(
+            "procore_sync: could not record the end of queue item {}: {e}",
+            item.queue_id
+        ),
+        Err(e) => log!(
+            "procore_sync: could not record the end of queue item {}: {e}",
+            item.queue_id
+        ),
     }
     report_activity("procore_sync: idle");
 }
@@ -279,7 +312,9 @@ mod tests {
         let extra = extra_for("postgres", &Mode::User("5b7c".into()));
         assert!(extra.len() < 128, "bgw_extra holds 128 bytes");
         match parse_extra(&extra) {
-            Some((db, Mode::User(u))) => assert_eq!((db.as_str(), u.as_str()), ("postgres", "5b7c")),
+            Some((db, Mode::User(u))) => {
+                assert_eq!((db.as_str(), u.as_str()), ("postgres", "5b7c"))
+            }
             _ => panic!("manual task lost"),
         }
         assert!(matches!(parse_extra("db\tpool"), Some((_, Mode::Pool))));

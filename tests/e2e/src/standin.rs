@@ -324,7 +324,12 @@ pub fn standin_binary() -> Result<PathBuf> {
         }
         bail!("PROCORE_STANDIN_BIN={} does not exist", path.display());
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // tests/e2e -> the workspace root.
+    let workspace = manifest_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(manifest_dir);
     let mut target_dirs = Vec::new();
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         target_dirs.push(PathBuf::from(dir));

@@ -43,30 +43,47 @@ pub fn render_table(header: &[String], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let line = |cells: &[String]| -> String {
+    // As psql does, numbers line up on the right; a column is numeric when every value is.
+    let numeric: Vec<bool> = (0..widths.len())
+        .map(|i| {
+            let mut values = rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .filter(|c| !c.is_empty())
+                .peekable();
+            values.peek().is_some() && values.all(|c| c.parse::<f64>().is_ok())
+        })
+        .collect();
+    let line = |cells: &[String], is_header: bool| -> String {
         let padded: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let c = clean(c);
-                let pad = widths
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(c.chars().count());
-                format!("{c}{}", " ".repeat(pad))
+                let pad = " ".repeat(
+                    widths
+                        .get(i)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(c.chars().count()),
+                );
+                if !is_header && numeric.get(i).copied().unwrap_or(false) {
+                    format!("{pad}{c}")
+                } else {
+                    format!("{c}{pad}")
+                }
             })
             .collect();
         format!(" {}", padded.join(" | ")).trim_end().to_string()
     };
     let mut out = String::new();
-    out.push_str(&line(header));
+    out.push_str(&line(header, true));
     out.push('\n');
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w + 2)).collect();
     out.push_str(&rule.join("+"));
     out.push('\n');
     for row in rows {
-        out.push_str(&line(row));
+        out.push_str(&line(row, false));
         out.push('\n');
     }
     out.push_str(&format!(
@@ -91,7 +108,7 @@ mod tests {
         let text = render_table(&header, &rows);
         assert_eq!(
             text,
-            " status    | count\n-----------+-------\n completed | 36\n pending   |\n(2 rows)\n"
+            " status    | count\n-----------+-------\n completed |    36\n pending   |\n(2 rows)\n"
         );
     }
 }

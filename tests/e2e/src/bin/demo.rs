@@ -108,7 +108,8 @@ fn run(keep: bool) -> Result<()> {
             )
             .with_context(|| format!("procore_sync_schedule({job})"))?;
     }
-    println!();
+    println!("The first queueing run comes up to 20 s after that; from then on the pool of 4");
+    println!("workers drains the queue without waiting for the next tick.\n");
 
     let expected: std::collections::BTreeSet<_> = env.standin.records()?.into_iter().collect();
     println!(
