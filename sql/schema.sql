@@ -30,7 +30,11 @@ CREATE TABLE procore_sync_queue (
     lease_expires_at timestamptz,
     worker_pid       integer,
     records_written  bigint NOT NULL DEFAULT 0,
-    requests_made    bigint NOT NULL DEFAULT 0
+    requests_made    bigint NOT NULL DEFAULT 0,
+    -- Procore's X-Rate-Limit-* headers as last seen by this item's sync.
+    rate_limit_remaining integer,
+    rate_limit_limit     integer,
+    rate_limit_reset_at  timestamptz
 );
 -- At most one open item per user: queuing twice is a no-op, and two workers can never hold
 -- the same user.

@@ -76,7 +76,8 @@ SELECT c.user_id,
        last_ok.records_written AS last_records_written,
        last_ok.requests_made AS last_requests_made,
        p.rate_limit_remaining,
-       p.rate_limit_limit
+       p.rate_limit_limit,
+       p.rate_limit_reset_at
 FROM procore_sync_credentials c
 LEFT JOIN LATERAL (
     SELECT q.completed_at, q.records_written, q.requests_made FROM procore_sync_queue q
@@ -90,8 +91,18 @@ LEFT JOIN LATERAL (
     SELECT q.status, q.next_attempt_at, q.attempts FROM procore_sync_queue q
     WHERE q.user_id = c.user_id AND q.status IN ('pending', 'processing') LIMIT 1) open_item ON true
 LEFT JOIN LATERAL (
-    SELECT pr.rate_limit_remaining, pr.rate_limit_limit FROM procore_sync_progress pr
-    WHERE pr.user_id = c.user_id ORDER BY pr.updated_at DESC LIMIT 1) p ON true;
+    -- a running sync's live figures first, else what the last finished one saw
+    SELECT rl.rate_limit_remaining, rl.rate_limit_limit, rl.rate_limit_reset_at FROM (
+        SELECT pr.rate_limit_remaining, pr.rate_limit_limit, NULL::timestamptz AS rate_limit_reset_at,
+               pr.updated_at AS seen_at
+        FROM procore_sync_progress pr
+        WHERE pr.user_id = c.user_id AND pr.rate_limit_limit IS NOT NULL
+        UNION ALL
+        SELECT q.rate_limit_remaining, q.rate_limit_limit, q.rate_limit_reset_at,
+               coalesce(q.completed_at, q.started_at) AS seen_at
+        FROM procore_sync_queue q
+        WHERE q.user_id = c.user_id AND q.rate_limit_limit IS NOT NULL) rl
+    ORDER BY rl.seen_at DESC NULLS LAST LIMIT 1) p ON true;
 
 -- Syncs running right now, with where they are.
 CREATE VIEW procore_sync_running AS

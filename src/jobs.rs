@@ -280,6 +280,28 @@ pub fn start_run(job: &Job) -> Result<i64, SyncError> {
     .ok_or_else(|| SyncError::Internal("run not recorded".into()))
 }
 
+/// The runner is up: the run is `running` under its pid.
+pub fn mark_running(runid: i64, pid: i32) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_job_run_details SET status = 'running', job_pid = $2
+         WHERE runid = $1 AND status = 'starting'",
+        &[runid.into(), pid.into()],
+    )?;
+    Ok(())
+}
+
+/// Records the end a runner reported.
+pub fn finish_run(runid: i64, succeeded: bool, message: &str, pid: i32) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_job_run_details
+         SET status = CASE WHEN $2 THEN 'succeeded' ELSE 'failed' END, return_message = $3,
+             job_pid = coalesce(job_pid, $4), end_time = now()
+         WHERE runid = $1 AND status IN ('starting', 'running')",
+        &[runid.into(), succeeded.into(), message.into(), pid.into()],
+    )?;
+    Ok(())
+}
+
 /// Ends a run that never reported its own end (its process is gone).
 pub fn fail_run(runid: i64, message: &str) -> Result<(), SyncError> {
     Spi::run_with_args(

@@ -29,14 +29,18 @@ pub static MAX_RESPONSE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static FULL_SYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 
 pub fn register() {
-    GucRegistry::define_string_guc(
-        c"procore_sync.database_name",
-        c"Database the procore_sync scheduler connects to.",
-        c"Create the extension in this database; its jobs run there.",
-        &DATABASE_NAME,
-        GucContext::Postmaster,
-        GucFlags::SUPERUSER_ONLY,
-    );
+    // A postmaster-level setting can only be defined while libraries are preloaded; loaded
+    // later (no preload), there is no scheduler to read it anyway.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"procore_sync.database_name",
+            c"Database the procore_sync scheduler connects to.",
+            c"Create the extension in this database; its jobs run there.",
+            &DATABASE_NAME,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    }
     GucRegistry::define_string_guc(
         c"procore_sync.api_base_url",
         c"Base URL of the Procore REST API.",

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::errors::SyncError;
-use crate::procore::{Secret, TokenPair};
+use crate::procore::{RateLimit, Secret, TokenPair};
 use crate::records::RecordRow;
 use crate::token_journal::Journal;
 
@@ -232,6 +232,23 @@ pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError
         Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(SyncError::LeaseLost(p.queue_id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The user's rate-limit headroom as Procore last reported it, kept on the queue row for
+/// the status view.
+pub fn save_rate_limit(queue_id: i64, rate_limit: &RateLimit) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_queue
+         SET rate_limit_remaining = $2, rate_limit_limit = $3, rate_limit_reset_at = to_timestamp($4)
+         WHERE id = $1",
+        &[
+            queue_id.into(),
+            (rate_limit.remaining.min(i32::MAX as u32) as i32).into(),
+            (rate_limit.limit.min(i32::MAX as u32) as i32).into(),
+            (rate_limit.reset_at as f64).into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// When a resource was last read, and last read in full.

@@ -119,7 +119,13 @@ struct Session<'a> {
     pages: i64,
 }
 
-pub fn sync_user(item: &SyncItem, sleep: Sleeper) -> Result<SyncOutcome, SyncFailure> {
+/// Syncs one user. `rate_limit` receives the last rate-limit headers Procore sent, whatever
+/// the outcome, so the status view can show the user's headroom.
+pub fn sync_user(
+    item: &SyncItem,
+    sleep: Sleeper,
+    rate_limit: &mut Option<RateLimit>,
+) -> Result<SyncOutcome, SyncFailure> {
     let client = Client::new(settings::client_config()).map_err(SyncFailure::from_procore)?;
     let credentials = step(|| store::credentials(&item.user_id))?.ok_or_else(|| {
         SyncFailure::Permanent(format!("no Procore credentials for user {}", item.user_id))
@@ -143,8 +149,9 @@ pub fn sync_user(item: &SyncItem, sleep: Sleeper) -> Result<SyncOutcome, SyncFai
         lease_seconds: settings::lease_seconds(),
         pages: 0,
     };
-    session.walk(&resources)?;
-    Ok(session.outcome)
+    let walked = session.walk(&resources);
+    *rate_limit = session.rate_limit;
+    walked.map(|()| session.outcome)
 }
 
 impl Session<'_> {
@@ -337,6 +344,7 @@ impl Session<'_> {
     ) -> Result<Page, ResourceFailure> {
         let mut refreshed_after_401 = false;
         let mut transient_failures = 0u32;
+        let mut waited_out_429 = false;
         loop {
             if self.expires_at - REFRESH_MARGIN <= Utc::now() {
                 self.refresh_access_token()?;
@@ -364,7 +372,16 @@ impl Session<'_> {
                     refreshed_after_401 = true;
                     self.refresh_access_token()?;
                 }
+                // One 429 is waited out in place; a second in a row means the user's limit
+                // is really spent, so the item is parked and the worker moves on.
+                Err(ProcoreError::RateLimited { retry_at }) if waited_out_429 => {
+                    return Err(ResourceFailure::Sync(SyncFailure::RateLimited {
+                        retry_at,
+                        message: "Procore kept answering 429 (rate limit)".into(),
+                    }));
+                }
                 Err(ProcoreError::RateLimited { retry_at }) => {
+                    waited_out_429 = true;
                     let wait = (retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                     self.wait(wait, retry_at)?;
                 }

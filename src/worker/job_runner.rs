@@ -1,32 +1,70 @@
 //! A job runner: one background worker per job run, connected as the job's role so the
-//! command has exactly that role's rights. Only the runner's own bookkeeping of the run
-//! history is done with the extension owner's rights.
+//! command has exactly that role's rights. The runner never touches the extension's tables:
+//! the scheduler hands it the command and reads back the result through two files in the
+//! data directory, and records the run history from its own session. Nothing the job's SQL
+//! leaves behind in its session (temporary tables, triggers, settings) can ever meet a
+//! statement that runs with more rights than the job's role.
 
 use std::ffi::CStr;
+use std::fs;
+use std::path::PathBuf;
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker};
 use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::{in_transaction, LIBRARY};
-use crate::errors::SyncError;
 use crate::jobs::Job;
 
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct RunResult {
+    pub succeeded: bool,
+    pub message: String,
+    pub pid: i32,
+}
+
+fn runs_dir() -> PathBuf {
+    let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
+        .to_string_lossy()
+        .into_owned();
+    PathBuf::from(data_dir).join("pg_procore_sync").join("runs")
+}
+
+fn command_path(runid: i64) -> PathBuf {
+    runs_dir().join(format!("{runid}.command"))
+}
+
+fn result_path(runid: i64) -> PathBuf {
+    runs_dir().join(format!("{runid}.result"))
+}
+
+/// Writes a file whole or not at all: a crash never leaves half a command or result.
+fn write_atomically(path: &PathBuf, body: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, body)?;
+    fs::rename(&temp, path)
+}
+
 pub fn launch(job: &Job, runid: i64) -> Result<DynamicBackgroundWorker, String> {
-    let name = format!(
-        "procore_sync job {}",
-        if job.jobname.is_empty() {
-            job.jobid.to_string()
-        } else {
-            job.jobname.clone()
-        }
-    );
+    let label = if job.jobname.is_empty() {
+        job.jobid.to_string()
+    } else {
+        job.jobname.clone()
+    };
     let extra = format!("{}\t{}", job.database, job.username);
     if extra.len() >= 128 {
         return Err("database and role names are too long for a job runner".into());
     }
-    BackgroundWorkerBuilder::new(&name)
+    write_atomically(&command_path(runid), job.command.as_bytes())
+        .map_err(|e| format!("could not hand the command to a job runner: {e}"))?;
+    BackgroundWorkerBuilder::new(&format!("procore_sync job {label}"))
         .set_type("procore_sync job runner")
         .set_library(LIBRARY)
         .set_function("procore_sync_job_runner_main")
@@ -38,86 +76,62 @@ pub fn launch(job: &Job, runid: i64) -> Result<DynamicBackgroundWorker, String> 
         .map_err(|_| "could not start a job runner: max_worker_processes is exhausted".to_string())
 }
 
-/// Runs `body` with the bootstrap superuser's rights, for the runner's own statements on the
-/// extension's tables. A Postgres ERROR inside aborts the transaction, which restores the
-/// previous user id by itself.
-fn as_extension_owner<R>(body: impl FnOnce() -> R) -> R {
-    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0i32);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::BOOTSTRAP_SUPERUSERID.into(),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = body();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+/// The result a finished runner left, if any; its files are removed either way.
+pub fn take_result(runid: i64) -> Option<RunResult> {
+    let result = fs::read(result_path(runid))
+        .ok()
+        .and_then(|body| serde_json::from_slice(&body).ok());
+    let _ = fs::remove_file(result_path(runid));
+    let _ = fs::remove_file(command_path(runid));
     result
 }
 
-/// The extension's schema for this transaction only, so the job's own command keeps the
-/// role's search_path.
-fn bookkeeping<R>(body: impl FnOnce() -> Result<R, SyncError>) -> Result<R, SyncError> {
-    as_extension_owner(|| {
-        Spi::run(
-            "SELECT set_config('search_path', quote_ident(n.nspname) || ', pg_catalog', true)
-             FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-             WHERE e.extname = 'procore_sync'",
-        )?;
-        body()
-    })
+/// Leftovers of runs that a crash interrupted.
+pub fn clear_run_files() {
+    let _ = fs::remove_dir_all(runs_dir());
+}
+
+unsafe extern "C-unwind" {
+    /// Postgres's backend SIGTERM handler (postgres.c), which pgrx only wraps for calling.
+    #[link_name = "die"]
+    fn postgres_die(signal: i32);
 }
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn procore_sync_job_runner_main(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // Postgres's own SIGTERM handling, as in any backend: pg_terminate_backend() and a fast
+    // shutdown stop the job's SQL at once.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
     let runid = unsafe { i64::from_polymorphic_datum(arg, false, pg_sys::INT8OID) }.unwrap_or(0);
     let Some((database, username)) = BackgroundWorker::get_extra().split_once('\t') else {
         log!("procore_sync job runner started without a job; exiting");
         return;
     };
+    let Ok(command) = fs::read_to_string(command_path(runid)) else {
+        log!("procore_sync job runner: run {runid} has no command; exiting");
+        return;
+    };
     // Connecting as the job's role is what limits the command to that role's rights; a
     // dropped role makes this FATAL, which the scheduler records as a failed run.
     BackgroundWorker::connect_worker_to_spi(Some(database), Some(username));
-
-    let command = in_transaction(|| {
-        bookkeeping(|| {
-            Ok(Spi::get_one_with_args::<String>(
-                "UPDATE procore_sync_job_run_details
-                 SET status = 'running', job_pid = pg_backend_pid(), start_time = now()
-                 WHERE runid = $1 AND status = 'starting'
-                 RETURNING command",
-                &[runid.into()],
-            )?)
-        })
-    });
-    let command = match command {
-        Ok(Ok(Some(command))) => command,
-        other => {
-            log!("procore_sync job runner: run {runid} is not waiting to start: {other:?}");
-            return;
-        }
-    };
     report_activity(&command);
     let outcome = in_transaction(|| run_command(&command));
-    let (status, message) = match outcome {
-        Ok(message) => ("succeeded", message),
-        Err(error) => ("failed", error),
+    let result = RunResult {
+        succeeded: outcome.is_ok(),
+        message: outcome.unwrap_or_else(|error| error),
+        pid: unsafe { pg_sys::MyProcPid },
     };
-    let recorded = in_transaction(|| {
-        bookkeeping(|| {
-            Spi::run_with_args(
-                "UPDATE procore_sync_job_run_details
-                 SET status = $2, return_message = $3, end_time = now()
-                 WHERE runid = $1",
-                &[runid.into(), status.into(), message.as_str().into()],
-            )?;
-            Ok(())
-        })
-    });
-    if !matches!(recorded, Ok(Ok(()))) {
-        log!("procore_sync job runner: could not record the end of run {runid}");
+    match serde_json::to_vec(&result) {
+        Ok(body) => {
+            if let Err(e) = write_atomically(&result_path(runid), &body) {
+                log!("procore_sync job runner: could not record the end of run {runid}: {e}");
+            }
+        }
+        Err(e) => log!("procore_sync job runner: could not record the end of run {runid}: {e}"),
     }
 }
 

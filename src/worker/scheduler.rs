@@ -76,6 +76,7 @@ struct JobState {
     schedule: Option<Schedule>,
     next_run: Option<DateTime<Utc>>,
     running: Option<(i64, DynamicBackgroundWorker)>,
+    marked_running: bool,
 }
 
 #[pg_guard]
@@ -110,6 +111,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
                 continue;
             }
             recover_token_journal();
+            job_runner::clear_run_files();
             match in_transaction(jobs::fail_interrupted_runs) {
                 Ok(Ok(n)) if n > 0 => {
                     log!("procore_sync: marked {n} interrupted job run(s) as failed")
@@ -150,6 +152,9 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
         }
     }
     log!("procore_sync scheduler stopping");
+    // A non-zero exit makes the postmaster start the scheduler again after its restart
+    // time if an administrator terminated it; at shutdown nothing is restarted anyway.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Tokens Procore issued just before a crash are put back before anything else runs.
@@ -193,6 +198,7 @@ fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {
             schedule: None,
             next_run: None,
             running: None,
+            marked_running: false,
         });
         if state.schedule_text != job.schedule {
             // A changed schedule takes effect now, not after the old next run.
@@ -241,26 +247,35 @@ fn first_run(
     }
 }
 
+/// Follows a job's runner: `running` once it is up, and its reported end once it is gone.
 fn reap_finished_run(state: &mut JobState) {
-    let finished = match &state.running {
-        // Not started yet is not finished: only a stopped worker has ended.
-        Some((_, worker)) => matches!(
-            worker.pid(),
-            Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
-        ),
-        None => false,
+    let Some((runid, worker)) = &state.running else {
+        return;
     };
-    if finished {
-        if let Some((runid, _)) = state.running.take() {
-            // A runner records its own end; this only catches one that died first (killed,
-            // role dropped, database gone).
-            let _ = in_transaction(|| {
-                jobs::fail_run(
+    let runid = *runid;
+    match worker.pid() {
+        Ok(pid) => {
+            if !state.marked_running {
+                state.marked_running = true;
+                let _ = in_transaction(|| jobs::mark_running(runid, pid));
+            }
+        }
+        // Not started yet is not finished: only a stopped worker has ended.
+        Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied) => {
+            state.running = None;
+            state.marked_running = false;
+            let _ = in_transaction(|| match job_runner::take_result(runid) {
+                Some(result) => {
+                    jobs::finish_run(runid, result.succeeded, &result.message, result.pid)
+                }
+                // Killed, role dropped, database gone: the runner never reported.
+                None => jobs::fail_run(
                     runid,
                     "job runner exited before recording a result (see the server log)",
-                )
+                ),
             });
         }
+        Err(_) => {}
     }
 }
 

@@ -16,6 +16,7 @@ use crate::errors::SyncError;
 use crate::procore::backoff;
 use crate::queue::{self, Finish, TakenItem};
 use crate::settings;
+use crate::store;
 use crate::sync::{self, SyncFailure, SyncItem};
 
 /// Advisory-lock class whose (class, slot) locks cap the pool at `max_workers`.
@@ -217,7 +218,19 @@ fn run_item(item: &TakenItem, manual: bool) {
         queue_id: item.queue_id,
         user_id: item.user_id.clone(),
     };
-    let result = sync::sync_user(&sync_item, &interruptible_sleep);
+    let mut rate_limit = None;
+    let result = sync::sync_user(&sync_item, &interruptible_sleep, &mut rate_limit);
+    if let Some(rl) = rate_limit {
+        if !matches!(
+            in_transaction(|| store::save_rate_limit(item.queue_id, &rl)),
+            Ok(Ok(()))
+        ) {
+            log!(
+                "procore_sync: could not record the rate limit of queue item {}",
+                item.queue_id
+            );
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let finished = match &result {
         Ok(outcome) => {
