@@ -42,6 +42,11 @@ fn scheduled_cycle_stores_every_record_once_and_a_second_cycle_changes_nothing()
         .expect("connect users through procore_connect");
     assert_eq!(users.len(), USERS);
     let mut client = env.client().expect("connect to the cluster");
+    // The catalog asks for 100 a page; 7 makes every list span several pages, so the
+    // test follows Link: rel="next" to the end.
+    client
+        .batch_execute("UPDATE procore_sync_resource SET per_page = 7")
+        .expect("set a small page size");
 
     for (job, schedule, command) in [
         (
@@ -111,6 +116,14 @@ fn scheduled_cycle_stores_every_record_once_and_a_second_cycle_changes_nothing()
         served, expected,
         "the stand-in served every record it holds, and nothing else"
     );
+
+    let followed_next = env
+        .standin
+        .requests_since(0)
+        .expect("request log")
+        .iter()
+        .any(|r| r["query"].as_str().is_some_and(|q| q.contains("page=5")));
+    assert!(followed_next, "lists were read to their fifth page through Link: rel=\"next\"");
 
     check_typed_views(&mut client, &expected);
 
