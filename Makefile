@@ -40,8 +40,35 @@ test-pg: prerequisites
 test-e2e: install standin
 	$(CARGO) test -p procore_sync_e2e -- --test-threads=2
 
+# Long fault loops (repeated kills and restarts under load); not part of `make test`.
+.PHONY: test-soak
+test-soak: install standin
+	$(CARGO) test -p procore_sync_e2e -- --ignored
+
 demo: install standin
 	$(CARGO) run --release -p procore_sync_e2e --bin demo
+
+# Benchmarks (never in CI, nothing asserts on time): W1 ingest vs its ceilings, W2 10,000
+# users, W3 one huge resource, W4 idle. Builds the release extension and loads it in
+# throwaway clusters through dynamic_library_path, so the installed extension (a debug build
+# other tests use) is left alone; only its control file and SQL script are used, and
+# `make install` runs only if they are missing. Writes target/bench/{results.csv,results.md,
+# chart.png}. `make bench BENCH_ARGS='--only w2 --w2-users 2000'`; `bench --help` lists sizes.
+BENCH_ARGS  ?=
+BENCH_FONTS ?= fonts-dejavu-core
+PG_SHAREDIR  = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)
+
+bench: prerequisites
+	@test -f $(PG_SHAREDIR)/extension/procore_sync.control || $(MAKE) install
+	@dpkg-query -W -f='$${Status}' $(BENCH_FONTS) 2>/dev/null | grep -q "install ok installed" || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_FONTS) >/dev/null; }
+	$(CARGO) build --release -p procore_sync
+	$(CARGO) build --release -p procore-standin
+	$(CARGO) run --release -p procore_sync_e2e --bin bench -- $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick:
+	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
 
 fmt:
 	$(CARGO) fmt --all

@@ -13,7 +13,7 @@ use crate::worker::sync_worker;
 
 /// Exchanges an OAuth authorization code for the user's tokens and stores them.
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_connect(user_id: Option<pgrx::Uuid>, code: Option<&str>, redirect_uri: Option<&str>) {
     let (user_id, code, redirect_uri) = (
         required(user_id, "user_id"),
@@ -32,7 +32,7 @@ fn procore_connect(user_id: Option<pgrx::Uuid>, code: Option<&str>, redirect_uri
 
 /// Stores tokens obtained elsewhere (another OAuth flow, a migration from the old setup).
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_set_tokens(
     user_id: Option<pgrx::Uuid>,
     access_token: Option<&str>,
@@ -73,7 +73,7 @@ fn store_new_connection(user: &str, tokens: &TokenPair) {
 /// Revokes the user's tokens at Procore (best effort) and forgets them. Their synced data
 /// stays.
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_disconnect(user_id: Option<pgrx::Uuid>) -> bool {
     let user = required(user_id, "user_id").to_string();
     let Some(credentials) = store::credentials(&user).or_raise() else {
@@ -102,7 +102,7 @@ fn procore_disconnect(user_id: Option<pgrx::Uuid>) -> bool {
 /// Syncs one user now and returns how it went: the replacement for calling the Edge
 /// Function by hand.
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_user(
     user_id: Option<pgrx::Uuid>,
 ) -> TableIterator<

@@ -27,6 +27,14 @@ fn caller() -> Result<Caller, SyncError> {
     })
 }
 
+/// No row is an answer, not an error.
+fn optional<T>(result: Result<Option<T>, pgrx::spi::Error>) -> Result<Option<T>, SyncError> {
+    match result {
+        Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
+        other => Ok(other?),
+    }
+}
+
 fn validate_schedule(expr: &str) -> Result<(), SyncError> {
     schedule::parse(expr)
         .map(|_| ())
@@ -44,7 +52,7 @@ fn validate_command(command: &str) -> Result<(), SyncError> {
 
 /// Creates a job, or changes the schedule and command of the caller's job of that name.
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_schedule(
     job_name: Option<&str>,
     schedule: Option<&str>,
@@ -84,15 +92,14 @@ fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, Sy
 
 /// Removes the caller's job of that name.
 #[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
     let job_name = required(job_name, "job_name");
     let caller = caller().or_raise();
-    let deleted = Spi::get_one_with_args::<i64>(
+    let deleted = optional(Spi::get_one_with_args::<i64>(
         "DELETE FROM procore_sync_job WHERE jobname = $1 AND username = $2 RETURNING jobid",
         &[job_name.into(), caller.name.clone().into()],
-    )
-    .map_err(SyncError::from)
+    ))
     .or_raise();
     if deleted.is_none() {
         SyncError::UnknownJob(format!(
@@ -106,7 +113,7 @@ fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
 
 /// Removes a job by id: the caller's own, or any job for a superuser.
 #[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_unschedule_by_id(job_id: Option<i64>) -> bool {
     let job_id = required(job_id, "job_id");
     job_owner(job_id).or_raise();
@@ -122,10 +129,10 @@ fn procore_sync_unschedule_by_id(job_id: Option<i64>) -> bool {
 /// The owner of a job the caller may change, or an error saying why not.
 fn job_owner(job_id: i64) -> Result<String, SyncError> {
     let caller = caller()?;
-    let owner = Spi::get_one_with_args::<String>(
+    let owner = optional(Spi::get_one_with_args::<String>(
         "SELECT username FROM procore_sync_job WHERE jobid = $1",
         &[job_id.into()],
-    )?;
+    ))?;
     match owner {
         None => Err(SyncError::UnknownJob(format!(
             "could not find job {job_id}"
@@ -139,7 +146,7 @@ fn job_owner(job_id: i64) -> Result<String, SyncError> {
 
 /// pg_cron's `alter_job`: changes what is given, keeps the rest.
 #[pg_extern(volatile, security_definer)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_alter_job(
     job_id: Option<i64>,
     schedule: default!(Option<&str>, "NULL"),

@@ -39,9 +39,10 @@ unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::Error
             (*edata).message =
                 pg_sys::pstrdup(c"statement hidden: it carries Procore credentials".as_ptr());
         }
-        if !(*edata).detail.is_null() {
-            (*edata).detail = std::ptr::null_mut();
-        }
+        // Bind parameters show up in the detail (log_statement) or the context
+        // (log_parameter_max_length_on_error).
+        (*edata).detail = std::ptr::null_mut();
+        (*edata).context = std::ptr::null_mut();
     }
     if let Some(previous) = PREVIOUS_HOOK {
         previous(edata);

@@ -11,7 +11,7 @@ use crate::worker::sync_worker;
 
 /// Queues every connected user that has no open item. Returns how many were queued.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn queue_procore_sync_for_all_users() -> i32 {
     Spi::get_one::<i64>(
         "WITH queued AS (
@@ -30,7 +30,7 @@ fn queue_procore_sync_for_all_users() -> i32 {
 /// Takes up to `batch_size` due items for the worker pool and makes sure enough pool
 /// workers are running. Returns at once; the syncs happen in the workers.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn process_procore_sync_queue() -> i32 {
     let claimed = claim_due_items(settings::batch_size()).or_raise();
     sync_worker::ensure_pool(claimed).or_raise();
@@ -64,6 +64,8 @@ pub struct TakenItem {
     pub queue_id: i64,
     pub user_id: String,
     pub attempts: i32,
+    /// Taken from a worker whose lease ran out (frozen or gone).
+    pub taken_over: bool,
 }
 
 /// A pool worker takes one item for itself: first those claimed for the pool, then any
@@ -72,7 +74,8 @@ pub fn take_next_item() -> Result<Option<TakenItem>, SyncError> {
     Spi::connect_mut(|client| {
         let rows = client.update(
             "WITH next AS (
-                SELECT id FROM procore_sync_queue
+                SELECT id, (status = 'processing' AND worker_pid IS NOT NULL) AS taken_over
+                FROM procore_sync_queue
                 WHERE (status = 'processing' AND worker_pid IS NULL)
                    OR (status = 'pending' AND next_attempt_at <= now())
                    OR (status = 'processing' AND lease_expires_at < now())
@@ -84,7 +87,7 @@ pub fn take_next_item() -> Result<Option<TakenItem>, SyncError> {
                  attempts = q.attempts + 1, completed_at = NULL,
                  lease_expires_at = now() + make_interval(secs => $1)
              FROM next WHERE q.id = next.id
-             RETURNING q.id, q.user_id::text, q.attempts",
+             RETURNING q.id, q.user_id::text, q.attempts, next.taken_over",
             Some(1),
             &[(settings::lease_seconds() as f64).into()],
         )?;
@@ -144,6 +147,7 @@ fn taken_item(rows: pgrx::spi::SpiTupleTable) -> Result<Option<TakenItem>, SyncE
             queue_id: row.get(1)?.unwrap_or(0),
             user_id: row.get(2)?.unwrap_or_default(),
             attempts: row.get(3)?.unwrap_or(0),
+            taken_over: row.get::<bool>(4).ok().flatten().unwrap_or(false),
         })),
         None => Ok(None),
     }

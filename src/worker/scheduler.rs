@@ -43,7 +43,7 @@ pub fn register() {
 /// Points this session's search_path at the extension's schema, wherever it was created.
 pub fn use_extension_schema() -> Result<(), SyncError> {
     let found = Spi::get_one::<String>(
-        "SELECT set_config('search_path', quote_ident(n.nspname) || ', pg_catalog', false)
+        "SELECT set_config('search_path', 'pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp', false)
          FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
          WHERE e.extname = 'procore_sync'",
     )?;

@@ -128,6 +128,9 @@ pub extern "C-unwind" fn procore_sync_worker_main(_arg: pg_sys::Datum) {
     }
     match mode {
         Mode::Pool => run_pool(),
+        Mode::User(user) if !lock_user(&user) => {
+            log!("procore_sync: manual sync of user {user} not started: another worker is syncing this user")
+        }
         Mode::User(user) => match in_transaction(|| queue::take_item_for_user(&user)) {
             Ok(Ok(item)) => run_item(&item, true),
             Ok(Err(e)) => log!("procore_sync: manual sync of user {user} not started: {e}"),
@@ -156,7 +159,24 @@ fn run_pool() {
         reload_settings_if_asked();
         match in_transaction(queue::take_next_item) {
             Ok(Ok(Some(item))) => {
-                run_item(&item, false);
+                let locked = lock_user(&item.user_id);
+                // The holder of an expired lease is frozen, not syncing: take over, and its
+                // own next page will find the item gone.
+                if locked || item.taken_over {
+                    run_item(&item, false);
+                    if locked {
+                        unlock_user(&item.user_id);
+                    }
+                } else {
+                    // A manual sync holds this user: try again shortly, without an attempt.
+                    let later = Utc::now() + TimeDelta::seconds(5);
+                    let finish = Finish::RetryAt {
+                        at: later,
+                        error: "another worker is syncing this user",
+                        counts_as_attempt: false,
+                    };
+                    let _ = in_transaction(|| queue::finish_item(item.queue_id, finish));
+                }
                 idle_since = Instant::now();
             }
             Ok(Ok(None)) => {
@@ -175,6 +195,31 @@ fn run_pool() {
             }
         }
     }
+}
+
+/// Advisory-lock class of the per-user locks.
+const USER_LOCK_CLASS: i32 = 0x5053_5553;
+
+/// A session lock on the user for as long as this worker syncs them. Unlike a look at
+/// pg_stat_activity, it cannot be fooled by a worker that started a moment ago, and it goes
+/// away with a worker that dies.
+fn lock_user(user_id: &str) -> bool {
+    matches!(
+        in_transaction(|| Spi::get_one_with_args::<bool>(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )),
+        Ok(Ok(Some(true)))
+    )
+}
+
+fn unlock_user(user_id: &str) {
+    let _ = in_transaction(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )
+    });
 }
 
 fn shutdown_requested() -> bool {
