@@ -1425,8 +1425,10 @@ fn fast_shutdown_does_not_wait_for_a_long_job() {
     let mut c = cluster.client().expect("connect");
     c.execute("SELECT procore_sync_unschedule('long')", &[])
         .unwrap();
-    wait(&cluster, 60, "no run of 'long' left open", || {
-        Ok(runs(&mut c, "long").iter().all(|r| !r.open()))
+    // The restarted scheduler may start a new run before the unschedule lands (a missed
+    // slot runs once); only the run the shutdown interrupted matters here.
+    wait(&cluster, 60, "the interrupted run of 'long' closed", || {
+        Ok(runs(&mut c, "long").first().is_some_and(|r| !r.open()))
     });
     let first = runs(&mut c, "long").into_iter().next().unwrap();
     assert_eq!(first.status(), "failed", "{first:#?}");

@@ -93,7 +93,7 @@ dashes as underscores), e.g. BENCH_W2_USERS=2000. Flags win over the environment
   --quick               small sizes, W4 for 60 s: a couple of minutes, for development
   --only LIST           run only these workloads (default w1,w2,w3,w4)
   --profile[=MODE]      when pg_stat_statements and perf (if it works here) watch:
-                        missed (default) = after a missed W1 or W4 target, in an extra
+                        missed (default) = after a missed W1, W3 or W4 target, in an extra
                         pass on a fresh cluster, never during the measured one;
                         all (plain --profile) = also during W1's and W2's cycles; off
   --out DIR             where results.csv and chart.png go (default target/bench)
