@@ -332,10 +332,7 @@ pub fn mark_unseen_deleted(
             WHERE resource = $1 AND company_id = $2
               AND project_id IS NOT DISTINCT FROM $3
               AND deleted_at IS NULL
-              -- an anti-join, not `<> ALL`: the planner's estimate for a 100k-element
-              -- array literal alone costs tens of MB
-              AND NOT EXISTS (SELECT 1 FROM unnest($4::bigint[]) AS seen(id)
-                              WHERE seen.id = procore_records.procore_id)
+              AND NOT (procore_id = ANY ($4::bigint[]))
             RETURNING 1)
          SELECT count(*) FROM gone",
         &[
