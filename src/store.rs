@@ -27,19 +27,14 @@ pub fn token_journal() -> Journal {
 /// Puts back a pair the journal kept through a crash. Only for users still connected: a
 /// user who disconnected since stays disconnected.
 pub fn restore_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
-    Spi::run_with_args(
+    write_tokens(
         "UPDATE procore_sync_credentials
          SET access_token = $2, refresh_token = $3, expires_at = to_timestamp($4),
              needs_reconnect = false, reconnect_reason = NULL, refreshed_at = now()
          WHERE user_id = $1::uuid",
-        &[
-            user_id.into(),
-            tokens.access_token.expose().into(),
-            tokens.refresh_token.expose().into(),
-            (tokens.expires_at.timestamp() as f64).into(),
-        ],
-    )?;
-    Ok(())
+        user_id,
+        tokens,
+    )
 }
 
 pub struct Credentials {
@@ -87,7 +82,7 @@ pub fn credentials_for_refresh(user_id: &str) -> Result<Option<Credentials>, Syn
 }
 
 pub fn save_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
-    Spi::run_with_args(
+    write_tokens(
         "INSERT INTO procore_sync_credentials AS c
              (user_id, access_token, refresh_token, expires_at)
          VALUES ($1::uuid, $2, $3, to_timestamp($4))
@@ -95,6 +90,16 @@ pub fn save_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
          SET access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
              expires_at = EXCLUDED.expires_at, needs_reconnect = false, reconnect_reason = NULL,
              refreshed_at = now()",
+        user_id,
+        tokens,
+    )
+}
+
+/// Runs a statement whose $1..$4 are the user and the pair: id, access token, refresh
+/// token, expiry in epoch seconds.
+fn write_tokens(sql: &str, user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        sql,
         &[
             user_id.into(),
             tokens.access_token.expose().into(),

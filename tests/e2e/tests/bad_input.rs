@@ -5,23 +5,11 @@ use procore_sync_e2e::{Env, REDIRECT_URI};
 use serde_json::json;
 use uuid::Uuid;
 
+use common::db_error;
+
 fn env() -> Env {
     let world = json!({"users": 2, "companies_per_user": 1, "projects_per_company": 1, "records_per_resource": 3});
     Env::new(world, &[]).expect("start the stand-in and the cluster")
-}
-
-/// The server-side error of a failed statement, with a readable panic if it succeeded.
-fn db_error(
-    result: Result<impl std::fmt::Debug, postgres::Error>,
-    what: &str,
-) -> postgres::error::DbError {
-    match result {
-        Ok(v) => panic!("{what} succeeded ({v:?}) but should have failed"),
-        Err(e) => e
-            .as_db_error()
-            .cloned()
-            .unwrap_or_else(|| panic!("{what}: not a server error: {e}")),
-    }
 }
 
 fn assert_specific_sqlstate(err: &postgres::error::DbError, what: &str) {
