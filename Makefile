@@ -7,7 +7,7 @@ PG_USER      ?= postgres
 PGRX_TESTDIR ?= /tmp/procore_sync_pgrx_test
 CARGO        ?= cargo
 
-.PHONY: all prerequisites build install standin test test-unit test-pg test-e2e demo bench fmt lint clean
+.PHONY: all prerequisites build install standin test test-unit test-pg test-regress test-e2e demo bench fmt lint clean
 
 all: build
 
@@ -25,7 +25,7 @@ install: prerequisites
 standin:
 	$(CARGO) build --release -p procore-standin
 
-test: prerequisites test-unit test-pg test-e2e
+test: prerequisites test-unit test-pg test-regress test-e2e
 
 # Pure Rust: the stand-in server and the end-to-end harness.
 test-unit:
@@ -35,6 +35,19 @@ test-unit:
 test-pg: prerequisites
 	mkdir -p $(PGRX_TESTDIR) && chown $(PG_USER) $(PGRX_TESTDIR)
 	$(CARGO) pgrx test pg15 --runas $(PG_USER) --pgdata $(PGRX_TESTDIR)/data
+
+# The SQL surface against expected output (tests/pg_regress), in a temporary instance that
+# pg_regress creates, without the preload.
+PG_BINDIR    = $(shell $(PG_CONFIG) --bindir 2>/dev/null)
+PG_REGRESS   = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
+REGRESS_DIR ?= /tmp/procore_sync_regress
+REGRESS      = $(basename $(notdir $(wildcard tests/pg_regress/sql/*.sql)))
+test-regress: install
+	rm -rf $(REGRESS_DIR) && mkdir -p $(REGRESS_DIR) && cp -r tests/pg_regress/sql tests/pg_regress/expected $(REGRESS_DIR)/
+	chown -R $(PG_USER) $(REGRESS_DIR)
+	cd $(REGRESS_DIR) && sudo -u $(PG_USER) $(PG_REGRESS) --temp-instance=$(REGRESS_DIR)/instance \
+		--bindir=$(PG_BINDIR) --inputdir=. --outputdir=. $(REGRESS) \
+		|| { cat $(REGRESS_DIR)/regression.diffs; exit 1; }
 
 # Real clusters with the worker preloaded, the stand-in server, SQL from outside.
 test-e2e: install standin

@@ -1,5 +1,16 @@
 -- Runs after every function exists: default jobs, privileges, and the preload check.
 
+-- Any change to the jobs wakes the scheduler when it commits, so it can sleep until its
+-- next due run instead of polling the table. Row triggers, because a statement trigger
+-- never fires for an INSERT ... RETURNING that SPI stops after its first row.
+CREATE TRIGGER procore_sync_job_changed
+    AFTER INSERT OR UPDATE OR DELETE ON procore_sync_job
+    FOR EACH ROW EXECUTE FUNCTION procore_sync_job_changed();
+CREATE TRIGGER procore_sync_job_truncated
+    AFTER TRUNCATE ON procore_sync_job
+    FOR EACH STATEMENT EXECUTE FUNCTION procore_sync_job_changed();
+REVOKE EXECUTE ON FUNCTION procore_sync_job_changed() FROM PUBLIC;
+
 INSERT INTO procore_sync_job (schedule, command, jobname) VALUES
     ('*/10 * * * *', 'SELECT queue_procore_sync_for_all_users()', 'procore-queue-sync-every-10-minutes'),
     ('* * * * *',    'SELECT process_procore_sync_queue()',       'procore-process-queue-every-minute');

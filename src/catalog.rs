@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 
 use crate::errors::SyncError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     User,
     Company,

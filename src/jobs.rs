@@ -329,7 +329,7 @@ pub fn fail_interrupted_runs() -> Result<i64, SyncError> {
             SET status = 'failed', end_time = now(),
                 return_message = 'interrupted: the server or the scheduler restarted during the run'
             WHERE status IN ('starting', 'running')
-              AND (job_pid IS NULL OR job_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))
+              AND (job_pid IS NULL OR NOT procore_sync_backend_alive(job_pid))
             RETURNING 1)
          SELECT count(*) FROM interrupted",
     )?

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 mod catalog;
 mod credentials;
+mod deletion_pass;
 mod errors;
 mod jobs;
 mod log_redaction;
@@ -33,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
     // The scheduler can only be registered while the postmaster loads preloaded libraries;
     // a library loaded later by a backend still offers every SQL function.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::wakeup::request_shared_memory();
         worker::scheduler::register();
     }
 }

@@ -191,4 +191,53 @@ mod tests {
             "SELECT has_function_privilege('procore_sync_test_app', 'procore_connect(uuid, text, text)', 'EXECUTE')"
         ));
     }
+
+    /// Both ways of holding a listing's ids (in memory, spilled to a temporary table past
+    /// 10,000) mark exactly the records the listing did not return, and nothing elsewhere.
+    #[pg_test]
+    fn deletion_pass_marks_exactly_the_unseen_records_however_large_the_listing() {
+        use crate::deletion_pass::SeenIds;
+        let has_seen_table = || {
+            Spi::get_one::<bool>("SELECT to_regclass('pg_temp.procore_sync_seen') IS NOT NULL")
+                .unwrap()
+                .unwrap()
+        };
+        for (n, spills) in [(500i64, false), (25_000, true)] {
+            Spi::run("DELETE FROM procore_records").unwrap();
+            for project in [70i64, 71] {
+                Spi::run_with_args(
+                    "INSERT INTO procore_records (resource, company_id, procore_id, project_id, data)
+                     SELECT 'rfis', 7, $2 * 1000000 + g, $2, '{}' FROM generate_series(1, $1) g",
+                    &[n.into(), project.into()],
+                )
+                .unwrap();
+            }
+            let gone = [1, n / 2, n].map(|i| 70 * 1000000 + i);
+            let listed: Vec<i64> = (1..=n)
+                .map(|i| 70 * 1000000 + i)
+                .filter(|id| !gone.contains(id))
+                .collect();
+            let mut seen = SeenIds::new();
+            for page in listed.chunks(100) {
+                seen.add(page).unwrap();
+            }
+            seen.add(&listed[..100]).unwrap(); // a page read twice after a retry
+            assert_eq!(has_seen_table(), spills, "{n} ids spill: {spills}");
+            assert_eq!(seen.mark_unseen_deleted("rfis", 7, Some(70)).unwrap(), 3);
+            let marked = Spi::get_one::<String>(
+                "SELECT string_agg(procore_id::text, ',' ORDER BY procore_id)
+                 FROM procore_records WHERE deleted_at IS NOT NULL",
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(marked, gone.map(|id| id.to_string()).join(","));
+            if spills {
+                assert_eq!(
+                    count("SELECT count(*) FROM pg_temp.procore_sync_seen"),
+                    0,
+                    "the spilled ids are dropped after the pass"
+                );
+            }
+        }
+    }
 }

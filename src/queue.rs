@@ -32,6 +32,7 @@ fn queue_procore_sync_for_all_users() -> i32 {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn process_procore_sync_queue() -> i32 {
+    reap_orphaned_items().or_raise();
     let claimed = claim_due_items(settings::batch_size()).or_raise();
     sync_worker::ensure_pool(claimed).or_raise();
     claimed as i32
@@ -102,7 +103,7 @@ pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
             "SELECT id, worker_pid FROM procore_sync_queue
              WHERE user_id = $1::uuid AND status = 'processing'
                AND worker_pid IS NOT NULL AND lease_expires_at >= now()
-               AND worker_pid IN (SELECT pid FROM pg_stat_activity)
+               AND procore_sync_backend_alive(worker_pid)
              FOR UPDATE SKIP LOCKED",
             Some(1),
             &[user_id.into()],
@@ -131,7 +132,7 @@ pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
                  attempts = q.attempts + 1, lease_expires_at = EXCLUDED.lease_expires_at
              -- a worker may have taken the item since the check above
              WHERE q.status = 'pending' OR q.worker_pid IS NULL OR q.lease_expires_at < now()
-                OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.worker_pid)
+                OR NOT procore_sync_backend_alive(q.worker_pid)
              RETURNING q.id, q.user_id::text, q.attempts",
             Some(1),
             &[user_id.into(), (settings::lease_seconds() as f64).into()],
@@ -231,6 +232,14 @@ fn notify(queue_id: i64) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Whether a server process with this pid runs now. `pg_stat_activity` is read once per
+/// transaction, so a row re-checked after a lock wait would not see a worker that started
+/// since and took the item; the process array is looked at on every call.
+#[pg_extern(volatile, parallel_safe)]
+fn procore_sync_backend_alive(pid: i32) -> bool {
+    unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
+}
+
 /// Items whose worker is gone (crash, kill, restart) go back to the queue at once instead
 /// of waiting out their lease.
 pub fn reap_orphaned_items() -> Result<i64, SyncError> {
@@ -240,7 +249,7 @@ pub fn reap_orphaned_items() -> Result<i64, SyncError> {
             SET status = 'pending', worker_pid = NULL, lease_expires_at = NULL,
                 error_message = 'sync worker ' || worker_pid || ' stopped before finishing; retrying'
             WHERE status = 'processing' AND worker_pid IS NOT NULL
-              AND worker_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+              AND NOT procore_sync_backend_alive(worker_pid)
             RETURNING 1)
          SELECT count(*) FROM orphaned",
     )?

@@ -97,7 +97,7 @@ pub fn save_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
 
 /// Runs a statement whose $1..$4 are the user and the pair: id, access token, refresh
 /// token, expiry in epoch seconds.
-fn write_tokens(sql: &str, user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
+fn write_tokens(sql: &'static str, user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
     Spi::run_with_args(
         sql,
         &[
@@ -321,31 +321,4 @@ pub fn save_cursor(
         ],
     )?;
     Ok(())
-}
-
-/// After a full pass, every record of that scope that Procore did not return is gone from
-/// Procore: mark it deleted rather than drop it.
-pub fn mark_unseen_deleted(
-    resource: &str,
-    company_id: i64,
-    project_id: Option<i64>,
-    seen_ids: &[i64],
-) -> Result<i64, SyncError> {
-    let marked = Spi::get_one_with_args::<i64>(
-        "WITH gone AS (
-            UPDATE procore_records SET deleted_at = now()
-            WHERE resource = $1 AND company_id = $2
-              AND project_id IS NOT DISTINCT FROM $3
-              AND deleted_at IS NULL
-              AND NOT (procore_id = ANY ($4::bigint[]))
-            RETURNING 1)
-         SELECT count(*) FROM gone",
-        &[
-            resource.into(),
-            company_id.into(),
-            project_id.into(),
-            seen_ids.to_vec().into(),
-        ],
-    )?;
-    Ok(marked.unwrap_or(0))
 }

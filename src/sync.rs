@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{self, Resource, Scope};
+use crate::deletion_pass::SeenIds;
 use crate::errors::SyncError;
 use crate::procore::pagination::{expand_path, updated_at_filter};
 use crate::procore::rate_limit::delay_before_next;
@@ -251,7 +252,14 @@ impl Session<'_> {
             None => Vec::new(),
         };
         let per_page = resource.paginated.then_some(resource.per_page);
-        let mut seen = Vec::new();
+        // The walk needs the ids of companies and projects; only a full listing of a
+        // company's or project's records can reveal deletions.
+        let mut walk_ids = Vec::new();
+        let deletion_scope = match (since, resource.scope, company_id) {
+            (None, Scope::Company | Scope::Project, Some(company)) => Some(company),
+            _ => None,
+        };
+        let mut seen = deletion_scope.map(|_| SeenIds::new());
         let mut next: Option<String> = None;
         loop {
             let request = match &next {
@@ -266,7 +274,10 @@ impl Session<'_> {
             next = page.next_url;
             let rows = records::page_rows(page.records)
                 .map_err(|e| ResourceFailure::Resource(format!("bad data from Procore: {e}")))?;
-            seen.extend(rows.iter().map(|r| r.procore_id));
+            let page_ids: Vec<i64> = rows.iter().map(|r| r.procore_id).collect();
+            if structural {
+                walk_ids.extend_from_slice(&page_ids);
+            }
             self.pages += 1;
             let name = resource.name.as_str();
             // Companies are their own company; everything else belongs to the scope's company.
@@ -275,7 +286,12 @@ impl Session<'_> {
             } else {
                 company_id
             };
-            let written = step(|| store::upsert_page(name, record_company, project_id, rows))?;
+            let written = step(|| {
+                if let Some(seen) = seen.as_mut() {
+                    seen.add(&page_ids)?;
+                }
+                store::upsert_page(name, record_company, project_id, rows)
+            })?;
             self.outcome.records_written += written;
             self.report_progress(name, company_id, project_id)?;
             if next.is_none() {
@@ -299,14 +315,12 @@ impl Session<'_> {
             )?;
             // A full listing is the only way Procore reveals deletions. Company lists are per
             // user, so a company missing from one user's list says nothing about the others.
-            if full_pass && resource.scope != Scope::User {
-                if let Some(company) = company_id {
-                    store::mark_unseen_deleted(&name, company, project_id, &seen)?;
-                }
+            if let (Some(seen), Some(company)) = (seen, deletion_scope) {
+                seen.mark_unseen_deleted(&name, company, project_id)?;
             }
             Ok(())
         })?;
-        Ok(seen)
+        Ok(walk_ids)
     }
 
     fn report_progress(

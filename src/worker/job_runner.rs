@@ -72,6 +72,8 @@ pub fn launch(job: &Job, runid: i64) -> Result<DynamicBackgroundWorker, String> 
         .set_extra(&extra)
         .enable_spi_access()
         .set_restart_time(None)
+        // The postmaster wakes the scheduler when the runner starts and when it exits.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
         .map_err(|_| "could not start a job runner: max_worker_processes is exhausted".to_string())
 }
@@ -104,6 +106,9 @@ pub extern "C-unwind" fn procore_sync_job_runner_main(arg: pg_sys::Datum) {
     // shutdown stop the job's SQL at once.
     unsafe {
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        // The run shows as `running` as soon as this process exists; a pg_cancel_backend
+        // that arrives while it still connects is held, and cancels the command itself.
+        pg_sys::QueryCancelHoldoffCount += 1;
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let runid = unsafe { i64::from_polymorphic_datum(arg, false, pg_sys::INT8OID) }.unwrap_or(0);
@@ -119,7 +124,10 @@ pub extern "C-unwind" fn procore_sync_job_runner_main(arg: pg_sys::Datum) {
     // dropped role makes this FATAL, which the scheduler records as a failed run.
     BackgroundWorker::connect_worker_to_spi(Some(database), Some(username));
     report_activity(&command);
-    let outcome = in_transaction(|| run_command(&command));
+    let outcome = in_transaction(|| {
+        unsafe { pg_sys::QueryCancelHoldoffCount -= 1 };
+        run_command(&command)
+    });
     let result = RunResult {
         succeeded: outcome.is_ok(),
         message: outcome.unwrap_or_else(|error| error),

@@ -5,6 +5,7 @@ pub mod job_runner;
 pub mod scheduler;
 pub mod sync_worker;
 mod txn;
+pub mod wakeup;
 
 pub use txn::in_transaction;
 

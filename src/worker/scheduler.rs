@@ -14,7 +14,7 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
-use super::{in_transaction, job_runner, LIBRARY};
+use super::{in_transaction, job_runner, wakeup, LIBRARY};
 use crate::errors::SyncError;
 use crate::jobs::{self, Job};
 use crate::queue;
@@ -22,11 +22,12 @@ use crate::schedule::{self, Schedule};
 use crate::settings;
 use crate::store;
 
-/// Job table changes are picked up within this; it is also the longest sleep.
-const TICK: Duration = Duration::from_secs(1);
+/// Orphaned items and retention are looked after this often; it is also the longest sleep,
+/// so a wakeup lost for any reason delays a job change by at most this much. Job changes
+/// wake the scheduler at commit (`wakeup`), job runners' starts and exits through
+/// `set_notify_pid`, and `process_procore_sync_queue` reaps orphans itself every minute.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 const NO_EXTENSION_RETRY: Duration = Duration::from_secs(10);
-const REAP_EVERY: i64 = 5;
-const PURGE_EVERY: i64 = 60;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("procore_sync scheduler")
@@ -86,13 +87,16 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     let database = settings::database_name();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("procore_sync scheduler started in database {database}");
+    wakeup::announce_scheduler();
 
     let mut states: HashMap<i64, JobState> = HashMap::new();
     let mut zone = schedule_zone();
     let mut extension_ready = false;
-    let mut last_reap = 0i64;
-    let mut last_purge = 0i64;
+    let mut next_housekeeping = Utc::now();
     loop {
+        // Reset before looking at anything: a wakeup that arrives while this pass runs
+        // leaves the latch set, and the wait below returns at once.
+        unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             let new_zone = schedule_zone();
@@ -105,7 +109,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
         if !extension_ready {
             extension_ready = matches!(in_transaction(use_extension_schema), Ok(Ok(())));
             if !extension_ready {
-                if !BackgroundWorker::wait_latch(Some(NO_EXTENSION_RETRY)) {
+                if !wait_for_wakeup(NO_EXTENSION_RETRY) {
                     break;
                 }
                 continue;
@@ -130,24 +134,11 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
                 states.clear();
             }
         }
-        let now = Utc::now().timestamp();
-        if now - last_reap >= REAP_EVERY {
-            last_reap = now;
-            if let Ok(Ok(n)) = in_transaction(queue::reap_orphaned_items) {
-                if n > 0 {
-                    log!(
-                        "procore_sync: {n} queue item(s) of stopped workers returned to the queue"
-                    );
-                }
-            }
+        if extension_ready && Utc::now() >= next_housekeeping {
+            next_housekeeping = Utc::now() + HOUSEKEEPING_EVERY;
+            look_after_queue();
         }
-        if now - last_purge >= PURGE_EVERY {
-            last_purge = now;
-            if let Ok(Err(e)) = in_transaction(queue::purge_old_rows) {
-                log!("procore_sync: retention cleanup failed: {e}");
-            }
-        }
-        if !BackgroundWorker::wait_latch(Some(sleep_until_next(&states))) {
+        if !wait_for_wakeup(sleep_until_next(&states, next_housekeeping)) {
             break;
         }
     }
@@ -173,15 +164,45 @@ fn recover_token_journal() {
     }
 }
 
-fn sleep_until_next(states: &HashMap<i64, JobState>) -> Duration {
+/// Orphaned items back to the queue, and retention.
+fn look_after_queue() {
+    match in_transaction(queue::reap_orphaned_items) {
+        Ok(Ok(n)) if n > 0 => {
+            log!("procore_sync: {n} queue item(s) of stopped workers returned to the queue")
+        }
+        _ => {}
+    }
+    if let Ok(Err(e)) = in_transaction(queue::purge_old_rows) {
+        log!("procore_sync: retention cleanup failed: {e}");
+    }
+}
+
+/// Until the earliest due run or housekeeping.
+fn sleep_until_next(states: &HashMap<i64, JobState>, housekeeping: DateTime<Utc>) -> Duration {
     let now = Utc::now();
     states
         .values()
         .filter_map(|s| s.next_run)
+        .chain([housekeeping])
         .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
         .min()
-        .unwrap_or(TICK)
-        .clamp(Duration::from_millis(10), TICK)
+        .unwrap_or(HOUSEKEEPING_EVERY)
+        .clamp(Duration::from_millis(10), HOUSEKEEPING_EVERY)
+}
+
+/// Sleeps on the latch without resetting it (the loop resets it first thing), so no wakeup
+/// falls between waking and resetting. False once the scheduler must stop.
+fn wait_for_wakeup(timeout: Duration) -> bool {
+    let events = unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as i32,
+            timeout.as_millis() as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        )
+    };
+    pg_sys::check_for_interrupts!();
+    events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !BackgroundWorker::sigterm_received()
 }
 
 fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {

@@ -12,6 +12,7 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 
 use super::{in_transaction, LIBRARY};
+use crate::deletion_pass;
 use crate::errors::SyncError;
 use crate::procore::backoff;
 use crate::queue::{self, Finish, TakenItem};
@@ -122,9 +123,20 @@ pub extern "C-unwind" fn procore_sync_worker_main(_arg: pg_sys::Datum) {
         return;
     };
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    if let Err(e) = in_transaction(super::scheduler::use_extension_schema) {
-        log!("procore_sync: sync worker cannot find the extension in {database}: {e}");
-        return;
+    let prepared = in_transaction(|| {
+        super::scheduler::use_extension_schema()?;
+        deletion_pass::limit_temp_buffers()
+    });
+    match prepared {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            log!("procore_sync: sync worker cannot start in {database}: {e}");
+            return;
+        }
+        Err(e) => {
+            log!("procore_sync: sync worker cannot start in {database}: {e}");
+            return;
+        }
     }
     match mode {
         Mode::Pool => run_pool(),

@@ -803,7 +803,11 @@ fn concurrent_callers_never_sync_a_user_twice_at_once() {
                             format!("{what}: already being synced (55P03)")
                         }
                         Err(e) => {
-                            errors.push(format!("{what}: {e}"));
+                            let detail = match e.as_db_error() {
+                                Some(d) => format!("{} {}", d.code().code(), d.message()),
+                                None => e.to_string(),
+                            };
+                            errors.push(format!("{what}: {detail}"));
                             format!("{what}: other error")
                         }
                     };

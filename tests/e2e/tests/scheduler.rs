@@ -560,7 +560,9 @@ fn schedule_changes_take_effect_at_once() {
         || Ok(finished(&mut c, "flex").iter().any(|r| r.message() == "2")),
     );
     let took = changed_at.elapsed();
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The scheduler sleeps up to a minute between due runs: only the commit's wakeup gets
+    // the change seen this soon.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     wait(&cluster, 30, "'flex' to run at least three times", || {
         Ok(finished(&mut c, "flex").len() >= 3)
     });

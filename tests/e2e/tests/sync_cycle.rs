@@ -123,7 +123,10 @@ fn scheduled_cycle_stores_every_record_once_and_a_second_cycle_changes_nothing()
         .expect("request log")
         .iter()
         .any(|r| r["query"].as_str().is_some_and(|q| q.contains("page=5")));
-    assert!(followed_next, "lists were read to their fifth page through Link: rel=\"next\"");
+    assert!(
+        followed_next,
+        "lists were read to their fifth page through Link: rel=\"next\""
+    );
 
     check_typed_views(&mut client, &expected);
 

@@ -2129,11 +2129,11 @@ fn w3_sync(
                     ("standard_ExecutorRun", "executing the statements"),
                     (
                         "scalararraysel",
-                        "planner selectivity of procore_id = ANY($4) over every id seen in the pass (mark_unseen_deleted)",
+                        "planner selectivity of procore_id = ANY($4) over a listing's in-memory ids (deletion pass)",
                     ),
                     (
                         "ExecEvalHashedScalarArrayOp",
-                        "the executor's hash of those ids (mark_unseen_deleted)",
+                        "the executor's hash of those ids (deletion pass)",
                     ),
                 ],
             )?);

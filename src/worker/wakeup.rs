@@ -1,0 +1,68 @@
+//! Waking the scheduler when the job table changes, so it can sleep until its next due run
+//! instead of re-reading the table every second. Its pid lives in shared memory, which only
+//! exists when the library is preloaded; without the preload there is nobody to wake.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PgAtomic, PgXactCallbackEvent};
+
+static SCHEDULER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"procore_sync_scheduler_pid") };
+
+/// Set in the postmaster while preloading; every backend inherits it through fork.
+static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
+
+/// Called from `_PG_init` while the postmaster loads preloaded libraries.
+pub fn request_shared_memory() {
+    pg_shmem_init!(SCHEDULER_PID);
+    SHARED_MEMORY.store(true, Ordering::Relaxed);
+}
+
+/// The running scheduler makes itself known to the backends that change jobs.
+pub fn announce_scheduler() {
+    if SHARED_MEMORY.load(Ordering::Relaxed) {
+        SCHEDULER_PID
+            .get()
+            .store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
+    }
+}
+
+/// Sets the scheduler's latch, if it runs. A stale pid finds no process and wakes nobody.
+fn wake_scheduler() {
+    if !SHARED_MEMORY.load(Ordering::Relaxed) {
+        return;
+    }
+    let pid = SCHEDULER_PID.get().load(Ordering::Relaxed);
+    if pid == 0 {
+        return;
+    }
+    unsafe {
+        let proc = pg_sys::BackendPidGetProc(pid);
+        if !proc.is_null() {
+            pg_sys::SetLatch(&raw mut (*proc).procLatch);
+        }
+    }
+}
+
+thread_local! {
+    static WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Trigger on `procore_sync_job`: the scheduler re-reads the jobs once the change commits
+/// (before, it would still see the old rows; on rollback there is nothing to see). One
+/// wakeup per transaction, however many rows it changed.
+#[pg_trigger]
+fn procore_sync_job_changed<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    if !WAKE_PENDING.get() {
+        WAKE_PENDING.set(true);
+        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, || {
+            WAKE_PENDING.set(false);
+            wake_scheduler();
+        });
+        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_PENDING.set(false));
+    }
+    Ok(None)
+}

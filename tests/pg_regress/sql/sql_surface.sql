@@ -1,0 +1,78 @@
+-- The SQL surface as a user meets it, without the background worker (not preloaded here):
+-- CREATE EXTENSION warns once, and every function still works.
+CREATE EXTENSION procore_sync;
+\set VERBOSITY default
+
+-- The two jobs of the old setup, names and schedules unchanged (SPEC §3, §6).
+SELECT jobname, schedule, command, active FROM procore_sync_job WHERE jobname LIKE 'procore%' ORDER BY jobname;
+
+-- The shipped catalog and its typed views.
+SELECT name, scope, supports_updated_at_filter, paginated, enabled FROM procore_sync_resource ORDER BY scope, name;
+SELECT viewname FROM pg_views WHERE viewname LIKE 'procore\_%' ORDER BY viewname;
+
+-- Adding an endpoint is one INSERT; a path that cannot be filled in is refused.
+INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('inspections', '/rest/v1.0/projects/{project_id}/checklist/lists', 'project');
+INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('broken', '/rest/v1.0/companies/vendors', 'company');
+
+-- Scheduling, pg_cron style.
+SELECT procore_sync_schedule('nightly-report', '30 2 * * *', 'SELECT 1') > 0 AS scheduled;
+SELECT procore_sync_schedule('nightly-report', '45 2 * * *', 'SELECT 2') = jobid AS same_job FROM procore_sync_job WHERE jobname = 'nightly-report';
+SELECT schedule, command FROM procore_sync_job WHERE jobname = 'nightly-report';
+SELECT procore_sync_alter_job(jobid, schedule => '15 seconds', active => false) FROM procore_sync_job WHERE jobname = 'nightly-report';
+SELECT schedule, active FROM procore_sync_job WHERE jobname = 'nightly-report';
+SELECT procore_sync_unschedule('nightly-report');
+SELECT procore_sync_unschedule('nightly-report');
+
+-- Bad schedules say which field and where.
+SELECT procore_sync_schedule('bad', '61 * * * *', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '* * 1-40 * *', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '*/0 * * * *', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '60 seconds', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '* * * *', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '* * * * *', '');
+SELECT count(*) AS bad_jobs FROM procore_sync_job WHERE jobname = 'bad';
+
+-- Credentials and the queue.
+SELECT procore_set_tokens('00000000-0000-0000-0000-00000000000a', 'access-a', 'refresh-a', 3600);
+SELECT procore_set_tokens('00000000-0000-0000-0000-00000000000b', 'access-b', 'refresh-b', 3600);
+SELECT procore_set_tokens(NULL, 'access', 'refresh', 3600);
+SELECT procore_set_tokens('00000000-0000-0000-0000-00000000000c', 'access', 'refresh', 0);
+SELECT queue_procore_sync_for_all_users();
+SELECT queue_procore_sync_for_all_users();
+-- The monitoring queries of SPEC §6, verbatim (times left out of the comparison).
+SELECT status, count FROM (
+SELECT status, count(*) AS count, max(created_at) AS last_created
+FROM procore_sync_queue GROUP BY status
+) q ORDER BY status;
+SELECT user_id, status, completed_at, error_message FROM (
+SELECT user_id, status, created_at, completed_at, error_message
+FROM procore_sync_queue ORDER BY created_at DESC LIMIT 20
+) q ORDER BY user_id;
+SELECT jobname, schedule, active FROM procore_sync_job WHERE jobname LIKE 'procore%' ORDER BY jobname;
+SELECT count(*) AS runs FROM (
+SELECT jobid, jobname, runid, status, return_message, start_time, end_time
+FROM procore_sync_job_run_details WHERE jobname LIKE 'procore%'
+ORDER BY start_time DESC LIMIT 20
+) r;
+SELECT user_id, connected, queue_status FROM procore_sync_user_status ORDER BY user_id;
+
+-- Disconnecting removes the tokens; the open item stays for the runbook to see. (It also
+-- asks Procore to revoke them, which cannot succeed here: that warning is not compared.)
+-- A closed local port instead of Procore: no DNS lookup, no waiting.
+SET procore_sync.login_base_url = 'http://127.0.0.1:9';
+SET client_min_messages = error;
+SELECT procore_disconnect('00000000-0000-0000-0000-00000000000b');
+RESET client_min_messages;
+SELECT procore_disconnect('00000000-0000-0000-0000-00000000000b');
+SELECT count(*) AS credentials FROM procore_sync_credentials;
+
+-- A manual sync of a user with no credentials is refused before anything starts.
+SELECT * FROM procore_sync_user('00000000-0000-0000-0000-0000000000ff');
+SELECT * FROM procore_sync_user(NULL);
+
+-- The old runbook's statements still run.
+UPDATE procore_sync_queue SET status = 'pending', started_at = NULL
+WHERE status = 'processing' AND started_at < now() - interval '30 minutes';
+DELETE FROM procore_sync_queue WHERE status IN ('completed', 'failed') AND completed_at < now() - interval '7 days';
+
+DROP EXTENSION procore_sync;
