@@ -93,6 +93,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     let mut zone = schedule_zone();
     let mut extension_ready = false;
     let mut next_housekeeping = Utc::now();
+    let mut known_jobs = KnownJobs::default();
     loop {
         // Reset before looking at anything: a wakeup that arrives while this pass runs
         // leaves the latch set, and the wait below returns at once.
@@ -125,16 +126,18 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
                 _ => {}
             }
         }
-        match tick(&mut states, zone) {
+        let housekeeping_due = Utc::now() >= next_housekeeping;
+        match tick(&mut states, zone, &mut known_jobs, housekeeping_due) {
             Ok(()) => {}
             Err(e) => {
                 // Most likely the extension was dropped: wait for it to come back.
                 log!("procore_sync scheduler: {e}");
                 extension_ready = false;
                 states.clear();
+                known_jobs = KnownJobs::default();
             }
         }
-        if extension_ready && Utc::now() >= next_housekeeping {
+        if extension_ready && housekeeping_due {
             next_housekeeping = Utc::now() + HOUSEKEEPING_EVERY;
             look_after_queue();
         }
@@ -205,15 +208,34 @@ fn wait_for_wakeup(timeout: Duration) -> bool {
     events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !BackgroundWorker::sigterm_received()
 }
 
-fn tick(states: &mut HashMap<i64, JobState>, zone: Tz) -> Result<(), String> {
-    let jobs = match in_transaction(jobs::active_jobs) {
-        Ok(Ok(jobs)) => jobs,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(e) => return Err(e),
-    };
+/// The active jobs as last read, and the count of job changes they reflect.
+#[derive(Default)]
+struct KnownJobs {
+    jobs: Vec<Job>,
+    changes: Option<u64>,
+}
+
+fn tick(
+    states: &mut HashMap<i64, JobState>,
+    zone: Tz,
+    known: &mut KnownJobs,
+    reread: bool,
+) -> Result<(), String> {
+    // Read the count before the table: a change committed meanwhile bumps it again and
+    // brings another read. Once a minute the table is read anyway.
+    let changes = wakeup::job_changes();
+    if reread || known.changes != Some(changes) {
+        known.jobs = match in_transaction(jobs::active_jobs) {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        known.changes = Some(changes);
+    }
+    let jobs = &known.jobs;
     states.retain(|jobid, state| jobs.iter().any(|j| j.jobid == *jobid) || state.running.is_some());
     let now = Utc::now();
-    for job in &jobs {
+    for job in jobs {
         let state = states.entry(job.jobid).or_insert_with(|| JobState {
             schedule_text: String::new(),
             schedule: None,

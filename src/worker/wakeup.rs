@@ -3,12 +3,16 @@
 //! exists when the library is preloaded; without the preload there is nobody to wake.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic, PgXactCallbackEvent};
 
 static SCHEDULER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"procore_sync_scheduler_pid") };
+
+/// How many committed transactions changed jobs, so the scheduler re-reads the job table
+/// only when it changed, not on every wakeup (job runners' starts and exits wake it too).
+static JOB_CHANGES: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"procore_sync_job_changes") };
 
 /// Set in the postmaster while preloading; every backend inherits it through fork.
 static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
@@ -16,6 +20,7 @@ static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 /// Called from `_PG_init` while the postmaster loads preloaded libraries.
 pub fn request_shared_memory() {
     pg_shmem_init!(SCHEDULER_PID);
+    pg_shmem_init!(JOB_CHANGES);
     SHARED_MEMORY.store(true, Ordering::Relaxed);
 }
 
@@ -28,11 +33,22 @@ pub fn announce_scheduler() {
     }
 }
 
-/// Sets the scheduler's latch, if it runs. A stale pid finds no process and wakes nobody.
+/// The count of committed job changes (always 0 without the preload).
+pub fn job_changes() -> u64 {
+    if SHARED_MEMORY.load(Ordering::Relaxed) {
+        JOB_CHANGES.get().load(Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
+/// Counts the change and sets the scheduler's latch, if it runs. A stale pid finds no process, or at worst wakes
+/// an unrelated backend for nothing.
 fn wake_scheduler() {
     if !SHARED_MEMORY.load(Ordering::Relaxed) {
         return;
     }
+    JOB_CHANGES.get().fetch_add(1, Ordering::SeqCst);
     let pid = SCHEDULER_PID.get().load(Ordering::Relaxed);
     if pid == 0 {
         return;
