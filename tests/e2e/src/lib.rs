@@ -9,12 +9,14 @@
 pub mod cluster;
 pub mod env;
 pub mod standin;
+pub mod stop;
 pub mod table;
 pub mod wait;
 
 pub use cluster::{ensure_extension_installed, Cluster, ClusterOptions, StopMode};
 pub use env::{Env, REDIRECT_URI};
 pub use standin::{standin_binary, RecordKey, Standin};
+pub use stop::{stop_on_signals, stop_requested};
 pub use table::{query_table, render_table};
 pub use wait::wait_until;
 

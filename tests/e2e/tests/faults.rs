@@ -1000,15 +1000,20 @@ fn soak_repeated_kills_and_restarts_lose_nothing() {
     set_jobs(&mut c, None, Some("1 seconds"));
     // Items open from the last rounds finish first: a user with an open item is not queued
     // again, so the closing cycle only starts once the queue is empty.
-    wait_for(&env.cluster, CYCLE_TIMEOUT, "the items of the last rounds to finish", || {
-        let open: i64 = connect(&env.cluster)
+    wait_for(
+        &env.cluster,
+        CYCLE_TIMEOUT,
+        "the items of the last rounds to finish",
+        || {
+            let open: i64 = connect(&env.cluster)
             .query_one(
                 "SELECT count(*) FROM procore_sync_queue WHERE status IN ('pending', 'processing')",
                 &[],
             )?
             .get(0);
-        Ok(open == 0)
-    });
+            Ok(open == 0)
+        },
+    );
     let since = now(&mut c);
     queue_all(&mut c);
     wait_cycle_done(&env.cluster, &users, since, CYCLE_TIMEOUT);

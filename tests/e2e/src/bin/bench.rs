@@ -19,22 +19,15 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
-use procore_sync_e2e::{render_table, Env, Standin};
+use procore_sync_e2e::{render_table, stop_on_signals, stop_requested, Env, Standin};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// Set by SIGINT/SIGTERM: every wait loop stops and the clusters are cleaned up.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// The stand-in caps a scope at this many records (ids stay below 2^53).
 const MAX_RECORDS_PER_SCOPE: u64 = 99_999;
@@ -494,12 +487,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+    stop_on_signals();
     match run(&cfg) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -561,7 +549,7 @@ fn run(cfg: &Config) -> Result<bool> {
         if !cfg.only.contains(w) {
             continue;
         }
-        if STOP.load(Ordering::SeqCst) {
+        if stop_requested() {
             bail!("interrupted");
         }
         let t = Instant::now();
@@ -574,7 +562,7 @@ fn run(cfg: &Config) -> Result<bool> {
         match outcome {
             Ok(()) => println!("  ({w} took {:.0}s)\n", t.elapsed().as_secs_f64()),
             Err(e) => {
-                if STOP.load(Ordering::SeqCst) {
+                if stop_requested() {
                     return Err(e);
                 }
                 eprintln!("  {w} FAILED: {e:#}\n");
@@ -780,7 +768,7 @@ impl BenchEnv {
 }
 
 fn check_stop() -> Result<()> {
-    if STOP.load(Ordering::SeqCst) {
+    if stop_requested() {
         bail!("interrupted");
     }
     Ok(())
@@ -817,7 +805,7 @@ fn connect_users(bench: &BenchEnv, n: u64) -> Result<Vec<Uuid>> {
                 s.spawn(|| -> Result<()> {
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst) as u64;
-                        if i > n || STOP.load(Ordering::SeqCst) {
+                        if i > n || stop_requested() {
                             return Ok(());
                         }
                         let v = standin.issue_tokens(&format!("user-{i}"))?;
@@ -1552,7 +1540,7 @@ fn fetch_all_pages(
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= logins.len() || STOP.load(Ordering::SeqCst) {
+                        if i >= logins.len() || stop_requested() {
                             break;
                         }
                         let token = standin.issue_tokens(&logins[i])?["access_token"]

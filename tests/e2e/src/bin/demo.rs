@@ -6,24 +6,18 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use procore_sync_e2e::{cluster::tail, query_table, stored_record_keys, Env, MONITORING_QUERIES};
+use procore_sync_e2e::{
+    cluster::tail, query_table, stop_on_signals, stop_requested, stored_record_keys, Env,
+    MONITORING_QUERIES,
+};
 use serde_json::json;
 
 const USERS: usize = 36;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
-/// Set by SIGINT/SIGTERM so that the demo shuts the cluster down instead of dying with it
-/// still running.
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
-}
 
 fn main() -> ExitCode {
     let mut keep = false;
@@ -40,12 +34,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+    stop_on_signals();
     // `run` owns the cluster and the stand-in, so both are cleaned up before we exit.
     match run(keep) {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +108,7 @@ fn run(keep: bool) -> Result<()> {
     );
     let start = Instant::now();
     loop {
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
+        if stop_requested() {
             bail!("interrupted");
         }
         let counts = queue_counts(&mut client)?;
@@ -241,7 +230,7 @@ fn timeout_report(
 
 fn sleep_unless_stopped(duration: Duration) {
     let until = Instant::now() + duration;
-    while Instant::now() < until && !STOP_REQUESTED.load(Ordering::SeqCst) {
+    while Instant::now() < until && !stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -255,7 +244,7 @@ fn wait_for_enter_or_signal() {
             let _ = tx.send(());
         }
     });
-    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+    while !stop_requested() {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(()) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
