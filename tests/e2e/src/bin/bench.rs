@@ -972,60 +972,20 @@ impl Perf {
         Ok(self.data.clone())
     }
 
-    /// Share of CPU samples per (command, shared object) and the top symbols, for `pids`.
     /// Inclusive share of samples (callees included) of this extension's own functions.
     fn report_inclusive(data: &Path, pids: &[i32], limit: usize) -> Result<String> {
-        let list = pids
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--children",
-                "-g",
-                "none",
-                "--sort",
-                "sym",
-                "-i",
-            ])
-            .arg(data)
-            .arg("--pid")
-            .arg(&list)
-            .output()
-            .context("perf report")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
-            .lines()
-            .filter(|l| l.contains("procore_sync::") && !l.contains("{{closure}}"))
-            .take(limit)
-            .map(|l| format!("    {}", l.trim_end()))
-            .collect::<Vec<_>>()
-            .join("\n"))
+        let text = Self::report_text(data, pids, &["--children", "--sort", "sym"])?;
+        Ok(indented(
+            text.lines()
+                .filter(|l| l.contains("procore_sync::") && !l.contains("{{closure}}")),
+            limit,
+        ))
     }
 
     /// Page faults (4 KB of newly touched memory each) under each of `frames`, callees
     /// included: which step of the sync the worker's memory growth comes from.
     fn report_fault_frames(data: &Path, pid: i32, frames: &[(&str, &str)]) -> Result<String> {
-        let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--children",
-                "-g",
-                "none",
-                "--sort",
-                "sym",
-                "-i",
-            ])
-            .arg(data)
-            .arg("--pid")
-            .arg(pid.to_string())
-            .output()
-            .context("perf report")?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = Self::report_text(data, &[pid], &["--children", "--sort", "sym"])?;
         let total: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("# Event count (approx.):"))
@@ -1061,39 +1021,47 @@ impl Perf {
         Ok(lines.join("\n"))
     }
 
+    /// Share of CPU samples per `sort` key (command, shared object, symbol) for `pids`.
     fn report(data: &Path, pids: &[i32], sort: &str, limit: usize) -> Result<String> {
+        let text = Self::report_text(
+            data,
+            pids,
+            &["--no-children", "--percent-limit", "1.5", "--sort", sort],
+        )?;
+        Ok(indented(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty()),
+            limit,
+        ))
+    }
+
+    /// `perf report --stdio` of `pids` in `data`, call graphs folded, with `options`.
+    fn report_text(data: &Path, pids: &[i32], options: &[&str]) -> Result<String> {
         let list = pids
             .iter()
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(",");
         let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "-g",
-                "none",
-                "--percent-limit",
-                "1.5",
-                "--sort",
-                sort,
-                "-i",
-            ])
+            .args(["report", "--stdio", "-g", "none"])
+            .args(options)
+            .arg("-i")
             .arg(data)
             .arg("--pid")
             .arg(&list)
             .output()
             .context("perf report")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .take(limit)
-            .map(|l| format!("    {}", l.trim_end()))
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// The first `limit` lines, indented under the profile's heading.
+fn indented<'a>(lines: impl Iterator<Item = &'a str>, limit: usize) -> String {
+    lines
+        .take(limit)
+        .map(|l| format!("    {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Collects the pids of sync workers while a cycle runs (they come and go).
