@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use postgres::error::{DbError, SqlState};
-use procore_sync_e2e::{wait_until, Cluster, ClusterOptions, StopMode};
+use postgres::error::SqlState;
+use procore_sync_e2e::{Cluster, ClusterOptions, StopMode};
 
-const POLL: Duration = Duration::from_millis(200);
+mod common;
+use common::{db_error, wait_for};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -46,13 +47,6 @@ fn quiet_cluster(settings: &[(&str, &str)]) -> Cluster {
     cluster
 }
 
-/// `wait_until` that panics with the server log's tail.
-fn wait(cluster: &Cluster, timeout_s: u64, what: &str, f: impl FnMut() -> anyhow::Result<bool>) {
-    if let Err(e) = wait_until(Duration::from_secs(timeout_s), POLL, what, f) {
-        panic!("{e:#}\n--- server log (tail) ---\n{}", cluster.log_tail(60));
-    }
-}
-
 fn schedule(client: &mut postgres::Client, name: &str, schedule: &str, command: &str) -> i64 {
     client
         .query_one(
@@ -61,17 +55,6 @@ fn schedule(client: &mut postgres::Client, name: &str, schedule: &str, command: 
         )
         .unwrap_or_else(|e| panic!("procore_sync_schedule({name}, {schedule}): {e}"))
         .get(0)
-}
-
-/// The server-side error of a statement that must fail.
-fn db_error<T: std::fmt::Debug>(result: Result<T, postgres::Error>, what: &str) -> DbError {
-    match result {
-        Ok(v) => panic!("{what} succeeded ({v:?}) but must fail"),
-        Err(e) => e
-            .as_db_error()
-            .cloned()
-            .unwrap_or_else(|| panic!("{what}: not a server error: {e}")),
-    }
 }
 
 fn db_now(client: &mut postgres::Client) -> DateTime<Utc> {
@@ -173,18 +156,23 @@ fn interval_job_runs_on_time_and_records_history() {
     let command = "INSERT INTO ticks VALUES (clock_timestamp())";
     let jobid = schedule(&mut c, "tick", "2 seconds", command);
 
-    wait(&cluster, 60, "the first run of 'tick'", || {
-        Ok(c.query_one("SELECT count(*) FROM ticks", &[])?
-            .get::<_, i64>(0)
-            >= 1)
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the first run of 'tick'",
+        || {
+            Ok(c.query_one("SELECT count(*) FROM ticks", &[])?
+                .get::<_, i64>(0)
+                >= 1)
+        },
+    );
     let first: DateTime<Utc> = c
         .query_one("SELECT min(at) FROM ticks", &[])
         .unwrap()
         .get(0);
     let window_end = first + chrono::TimeDelta::seconds(12);
     // Leave room for a run that started inside the window to commit.
-    wait(&cluster, 120, "15 s of runs", || {
+    wait_for(&cluster, Duration::from_secs(120), "15 s of runs", || {
         Ok(db_now(&mut c) >= first + chrono::TimeDelta::seconds(15))
     });
 
@@ -275,9 +263,12 @@ fn slow_job_never_overlaps_itself_nor_delays_another() {
         "INSERT INTO fast_ticks VALUES (clock_timestamp())",
     );
 
-    wait(&cluster, 60, "the first run of 'slow' to start", || {
-        Ok(runs(&mut c, "slow").iter().any(|r| r.status() == "running"))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the first run of 'slow' to start",
+        || Ok(runs(&mut c, "slow").iter().any(|r| r.status() == "running")),
+    );
     let started = db_now(&mut c);
 
     // Watch for 17 s: never two open runs, never two backends running the command.
@@ -386,11 +377,16 @@ fn results_and_failures_are_recorded() {
     schedule(&mut c, "answer", "2 seconds", "SELECT 40 + 2");
     schedule(&mut c, "three", "2 seconds", "SELECT generate_series(1, 3)");
 
-    wait(&cluster, 90, "two finished runs of every job", || {
-        Ok(["divide", "half-done", "answer", "three"]
-            .iter()
-            .all(|j| finished(&mut c, j).len() >= 2))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(90),
+        "two finished runs of every job",
+        || {
+            Ok(["divide", "half-done", "answer", "three"]
+                .iter()
+                .all(|j| finished(&mut c, j).len() >= 2))
+        },
+    );
     for job in ["divide", "half-done"] {
         for r in finished(&mut c, job) {
             assert_eq!(r.status(), "failed", "{r:#?}");
@@ -429,11 +425,16 @@ fn run_interrupted_by_crash_is_marked_failed() {
     let mut cluster = quiet_cluster(&[]);
     let mut c = cluster.client().expect("connect");
     schedule(&mut c, "sleeper", "2 seconds", "SELECT pg_sleep(30)");
-    wait(&cluster, 60, "'sleeper' running", || {
-        Ok(runs(&mut c, "sleeper")
-            .iter()
-            .any(|r| r.status() == "running" && r.job_pid.is_some()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "'sleeper' running",
+        || {
+            Ok(runs(&mut c, "sleeper")
+                .iter()
+                .any(|r| r.status() == "running" && r.job_pid.is_some()))
+        },
+    );
     let before = runs(&mut c, "sleeper");
     let last_runid = before.iter().map(|r| r.runid).max().unwrap();
     let interrupted: Vec<i64> = before
@@ -447,12 +448,17 @@ fn run_interrupted_by_crash_is_marked_failed() {
         .restart(StopMode::Immediate)
         .expect("immediate restart");
     let mut c = cluster.client().expect("connect after the crash");
-    wait(&cluster, 60, "the interrupted run to be closed", || {
-        Ok(runs(&mut c, "sleeper")
-            .iter()
-            .filter(|r| r.runid <= last_runid)
-            .all(|r| !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the interrupted run to be closed",
+        || {
+            Ok(runs(&mut c, "sleeper")
+                .iter()
+                .filter(|r| r.runid <= last_runid)
+                .all(|r| !r.open()))
+        },
+    );
     for r in runs(&mut c, "sleeper")
         .iter()
         .filter(|r| interrupted.contains(&r.runid))
@@ -553,9 +559,9 @@ fn schedule_changes_take_effect_at_once() {
     // ...runs within seconds of becoming '1 seconds', without waiting for the old slot.
     let changed_at = Instant::now();
     assert_eq!(schedule(&mut c, "flex", "1 seconds", "SELECT 2"), jobid);
-    wait(
+    wait_for(
         &cluster,
-        20,
+        Duration::from_secs(20),
         "'flex' to run after its schedule became '1 seconds'",
         || Ok(finished(&mut c, "flex").iter().any(|r| r.message() == "2")),
     );
@@ -563,9 +569,12 @@ fn schedule_changes_take_effect_at_once() {
     // The scheduler sleeps up to a minute between due runs: only the commit's wakeup gets
     // the change seen this soon.
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    wait(&cluster, 30, "'flex' to run at least three times", || {
-        Ok(finished(&mut c, "flex").len() >= 3)
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "'flex' to run at least three times",
+        || Ok(finished(&mut c, "flex").len() >= 3),
+    );
 
     // alter_job(active => false) stops it.
     c.execute(
@@ -573,9 +582,12 @@ fn schedule_changes_take_effect_at_once() {
         &[&jobid],
     )
     .expect("deactivate");
-    wait(&cluster, 30, "no open run of 'flex'", || {
-        Ok(runs(&mut c, "flex").iter().all(|r| !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "no open run of 'flex'",
+        || Ok(runs(&mut c, "flex").iter().all(|r| !r.open())),
+    );
     std::thread::sleep(Duration::from_secs(2)); // a start already decided may still land
     let stopped = runs(&mut c, "flex").len();
     std::thread::sleep(Duration::from_secs(5));
@@ -592,9 +604,9 @@ fn schedule_changes_take_effect_at_once() {
         &[&jobid],
     )
     .expect("reactivate");
-    wait(
+    wait_for(
         &cluster,
-        20,
+        Duration::from_secs(20),
         "'flex' to run again with its new command",
         || Ok(finished(&mut c, "flex").iter().any(|r| r.message() == "3")),
     );
@@ -605,9 +617,12 @@ fn schedule_changes_take_effect_at_once() {
         &[&jobid],
     )
     .expect("alter schedule");
-    wait(&cluster, 30, "no open run of 'flex'", || {
-        Ok(runs(&mut c, "flex").iter().all(|r| !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "no open run of 'flex'",
+        || Ok(runs(&mut c, "flex").iter().all(|r| !r.open())),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let slowed = runs(&mut c, "flex").len();
     std::thread::sleep(Duration::from_secs(5));
@@ -624,9 +639,12 @@ fn schedule_changes_take_effect_at_once() {
     )
     .unwrap();
     let before_removal = runs(&mut c, "flex").len();
-    wait(&cluster, 20, "'flex' running every second again", || {
-        Ok(runs(&mut c, "flex").len() >= before_removal + 2)
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(20),
+        "'flex' running every second again",
+        || Ok(runs(&mut c, "flex").len() >= before_removal + 2),
+    );
     let removed: bool = c
         .query_one("SELECT procore_sync_unschedule('flex')", &[])
         .expect("unschedule")
@@ -640,9 +658,12 @@ fn schedule_changes_take_effect_at_once() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    wait(&cluster, 30, "no open run of 'flex'", || {
-        Ok(runs(&mut c, "flex").iter().all(|r| !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "no open run of 'flex'",
+        || Ok(runs(&mut c, "flex").iter().all(|r| !r.open())),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let gone = runs(&mut c, "flex").len();
     std::thread::sleep(Duration::from_secs(5));
@@ -742,9 +763,9 @@ fn jobs_run_as_their_role_and_roles_only_touch_their_own() {
         "1 seconds",
         "INSERT INTO alice_table SELECT current_user",
     );
-    wait(
+    wait_for(
         &cluster,
-        60,
+        Duration::from_secs(60),
         "a finished run of each of alice's jobs",
         || {
             Ok(["alice-secret", "alice-whoami", "alice-write"]
@@ -896,13 +917,18 @@ fn jobs_run_as_their_role_and_roles_only_touch_their_own() {
             &[&admin_job],
         )
         .unwrap();
-    wait(&cluster, 30, "a run of the superuser's job", || {
-        Ok(!finished(&mut admin, "admin-job")
-            .iter()
-            .filter(|r| r.username.as_deref() == Some("postgres"))
-            .collect::<Vec<_>>()
-            .is_empty())
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "a run of the superuser's job",
+        || {
+            Ok(!finished(&mut admin, "admin-job")
+                .iter()
+                .filter(|r| r.username.as_deref() == Some("postgres"))
+                .collect::<Vec<_>>()
+                .is_empty())
+        },
+    );
     let foreign_runs: i64 = alice
         .query_one(
             "SELECT count(*) FROM procore_sync_job_run_details WHERE username <> 'alice'",
@@ -1090,14 +1116,19 @@ fn old_finished_rows_are_purged_by_retention() {
         (q, r)
     };
     let mut last = (BTreeSet::new(), BTreeSet::new());
-    wait(&cluster, 150, "old finished rows to be purged", || {
-        last = snapshot(&mut c);
-        Ok(!last
-            .0
-            .iter()
-            .any(|m| m.starts_with("old-completed") || m == "old-failed")
-            && !last.1.iter().any(|m| m.starts_with("old-")))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(150),
+        "old finished rows to be purged",
+        || {
+            last = snapshot(&mut c);
+            Ok(!last
+                .0
+                .iter()
+                .any(|m| m.starts_with("old-completed") || m == "old-failed")
+                && !last.1.iter().any(|m| m.starts_with("old-")))
+        },
+    );
     let took = started.elapsed();
     let strs = |v: &[&str]| {
         v.iter()
@@ -1196,15 +1227,23 @@ fn missed_runs_after_downtime_happen_once() {
         .expect("restart with the scheduler");
     let mut c = cluster.client().expect("connect after the restart");
 
-    wait(&cluster, 60, "the catch-up runs after the restart", || {
-        Ok(c.query_one("SELECT count(DISTINCT job) FROM seen", &[])?
-            .get::<_, i64>(0)
-            == 2)
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the catch-up runs after the restart",
+        || {
+            Ok(c.query_one("SELECT count(DISTINCT job) FROM seen", &[])?
+                .get::<_, i64>(0)
+                == 2)
+        },
+    );
     let first: DateTime<Utc> = c.query_one("SELECT max(at) FROM seen", &[]).unwrap().get(0);
-    wait(&cluster, 60, "12 s after the catch-up", || {
-        Ok(db_now(&mut c) >= first + chrono::TimeDelta::seconds(12))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "12 s after the catch-up",
+        || Ok(db_now(&mut c) >= first + chrono::TimeDelta::seconds(12)),
+    );
 
     let missed_runs = timestamps(
         &mut c,
@@ -1285,9 +1324,9 @@ fn cron_fields_follow_the_configured_time_zone() {
         "INSERT INTO fired VALUES ('utc-fields', clock_timestamp())",
     );
 
-    wait(
+    wait_for(
         &cluster,
-        180,
+        Duration::from_secs(180),
         "the job whose fields are Kathmandu time",
         || {
             Ok(
@@ -1305,9 +1344,12 @@ fn cron_fields_follow_the_configured_time_zone() {
         local >= target && secs(local - target) < 45.0,
         "'{loc_m} {loc_h} * * *' in {ZONE} fired at {local}, due at {target}"
     );
-    wait(&cluster, 60, "10 s past the slot", || {
-        Ok(db_now(&mut c) >= target + chrono::TimeDelta::seconds(10))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "10 s past the slot",
+        || Ok(db_now(&mut c) >= target + chrono::TimeDelta::seconds(10)),
+    );
     let utc_fired: i64 = c
         .query_one("SELECT count(*) FROM fired WHERE job = 'utc-fields'", &[])
         .unwrap()
@@ -1354,7 +1396,7 @@ fn long_job_can_be_cancelled_and_terminated() {
             .map(|r| (r.runid, r.job_pid.unwrap()))
     };
     let mut current = None;
-    wait(&cluster, 60, "'long' running", || {
+    wait_for(&cluster, Duration::from_secs(60), "'long' running", || {
         current = running_pid(&mut c);
         Ok(current.is_some())
     });
@@ -1364,11 +1406,16 @@ fn long_job_can_be_cancelled_and_terminated() {
         .unwrap()
         .get(0);
     assert!(cancelled);
-    wait(&cluster, 20, "the cancelled run to end", || {
-        Ok(runs(&mut c, "long")
-            .iter()
-            .any(|r| r.runid == runid && !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(20),
+        "the cancelled run to end",
+        || {
+            Ok(runs(&mut c, "long")
+                .iter()
+                .any(|r| r.runid == runid && !r.open()))
+        },
+    );
     let r = runs(&mut c, "long")
         .into_iter()
         .find(|r| r.runid == runid)
@@ -1377,28 +1424,38 @@ fn long_job_can_be_cancelled_and_terminated() {
     assert!(r.message().contains("cancel"), "{r:#?}");
 
     let mut current = None;
-    wait(&cluster, 60, "the next run of 'long'", || {
-        current = running_pid(&mut c).filter(|(id, _)| *id > runid);
-        Ok(current.is_some())
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the next run of 'long'",
+        || {
+            current = running_pid(&mut c).filter(|(id, _)| *id > runid);
+            Ok(current.is_some())
+        },
+    );
     let (runid, pid) = current.unwrap();
     let terminated: bool = c
         .query_one("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap()
         .get(0);
     assert!(terminated);
-    wait(&cluster, 30, "the terminated run to end", || {
-        let gone: bool = c
-            .query_one(
-                "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[&pid],
-            )?
-            .get(0);
-        Ok(gone
-            && runs(&mut c, "long")
-                .iter()
-                .any(|r| r.runid == runid && !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(30),
+        "the terminated run to end",
+        || {
+            let gone: bool = c
+                .query_one(
+                    "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                    &[&pid],
+                )?
+                .get(0);
+            Ok(gone
+                && runs(&mut c, "long")
+                    .iter()
+                    .any(|r| r.runid == runid && !r.open()))
+        },
+    );
     let r = runs(&mut c, "long")
         .into_iter()
         .find(|r| r.runid == runid)
@@ -1411,7 +1468,7 @@ fn fast_shutdown_does_not_wait_for_a_long_job() {
     let mut cluster = quiet_cluster(&[]);
     let mut c = cluster.client().expect("connect");
     schedule(&mut c, "long", "1 seconds", "SELECT pg_sleep(120)");
-    wait(&cluster, 60, "'long' running", || {
+    wait_for(&cluster, Duration::from_secs(60), "'long' running", || {
         Ok(runs(&mut c, "long").iter().any(|r| r.status() == "running"))
     });
     drop(c);
@@ -1429,9 +1486,12 @@ fn fast_shutdown_does_not_wait_for_a_long_job() {
         .unwrap();
     // The restarted scheduler may start a new run before the unschedule lands (a missed
     // slot runs once); only the run the shutdown interrupted matters here.
-    wait(&cluster, 60, "the interrupted run of 'long' closed", || {
-        Ok(runs(&mut c, "long").first().is_some_and(|r| !r.open()))
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "the interrupted run of 'long' closed",
+        || Ok(runs(&mut c, "long").first().is_some_and(|r| !r.open())),
+    );
     let first = runs(&mut c, "long").into_iter().next().unwrap();
     assert_eq!(first.status(), "failed", "{first:#?}");
 }
@@ -1470,9 +1530,12 @@ fn job_command_cannot_escalate_through_the_runner_session() {
              FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.escalate();
          SELECT 'planted'",
     );
-    wait(&cluster, 60, "two finished runs of 'shadow'", || {
-        Ok(finished(&mut admin, "shadow").len() >= 2)
-    });
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "two finished runs of 'shadow'",
+        || Ok(finished(&mut admin, "shadow").len() >= 2),
+    );
     let superuser: bool = admin
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'",
