@@ -7,7 +7,7 @@ PG_USER      ?= postgres
 PGRX_TESTDIR ?= /tmp/procore_sync_pgrx_test
 CARGO        ?= cargo
 
-.PHONY: all prerequisites build install standin test test-unit test-pg test-regress test-e2e demo bench fmt lint clean
+.PHONY: all prerequisites build install standin test test-unit test-pg test-regress test-e2e test-upgrade release-0.1.0 demo bench fmt lint clean
 
 all: build
 
@@ -25,7 +25,7 @@ install: prerequisites
 standin:
 	$(CARGO) build --release -p procore-standin
 
-test: prerequisites test-unit test-pg test-regress test-e2e
+test: prerequisites test-unit test-pg test-regress test-e2e test-package
 
 # Pure Rust: the stand-in server and the end-to-end harness.
 test-unit:
@@ -49,9 +49,46 @@ test-regress: install
 		--bindir=$(PG_BINDIR) --inputdir=. --outputdir=. $(REGRESS) \
 		|| { cat $(REGRESS_DIR)/regression.diffs; exit 1; }
 
-# Real clusters with the worker preloaded, the stand-in server, SQL from outside.
-test-e2e: install standin
+# Real clusters with the worker preloaded, the stand-in server, SQL from outside. The
+# upgrade tests among them also need the released 0.1.0 (see release-0.1.0).
+test-e2e: install standin release-0.1.0
 	$(CARGO) test -p procore_sync_e2e -- --test-threads=2
+
+# Only the upgrade and life-cycle tests, with their figures printed.
+test-upgrade: install standin release-0.1.0
+	$(CARGO) test -p procore_sync_e2e --test upgrade -- --test-threads=2 --nocapture
+
+# The released 0.1.0 for the upgrade tests: its install script, kept in sql/ as its release
+# commit generated it, goes beside the new version's files, and its library is built from
+# that commit (once) into target/v0.1.0/lib, where the tests load it through
+# dynamic_library_path. A target directory of its own: both libraries are named
+# libprocore_sync.so, and one cargo target directory would swap them under each other.
+V010_COMMIT  = 6c316f3
+V010_DIR     = $(CURDIR)/target/v0.1.0
+release-0.1.0: prerequisites
+	install -m 644 sql/procore_sync--0.1.0.sql $(PG_SHAREDIR)/extension/
+	@test -f $(V010_DIR)/lib/procore_sync.so || { \
+		rm -rf $(V010_DIR)/src && mkdir -p $(V010_DIR)/src $(V010_DIR)/lib && \
+		git archive $(V010_COMMIT) | tar -x -C $(V010_DIR)/src && \
+		echo "building the 0.1.0 library from $(V010_COMMIT)" && \
+		$(CARGO) build --manifest-path $(V010_DIR)/src/Cargo.toml -p procore_sync --lib --locked \
+			--target-dir $(V010_DIR)/target && \
+		cp $(V010_DIR)/target/debug/libprocore_sync.so $(V010_DIR)/lib/procore_sync.so; }
+
+# The Debian package: target/package/postgresql-15-procore-sync_<version>_<arch>.deb, a
+# release build by `cargo pgrx package` plus every upgrade script in sql/ (.ci/build-deb).
+# It depends on Debian's postgresql-15 and the C runtime only.
+.PHONY: package test-package
+package: prerequisites
+	@dpkg-query -W -f='$${Status}' dpkg-dev 2>/dev/null | grep -q "install ok installed" || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev >/dev/null; }
+	PG_CONFIG=$(PG_CONFIG) .ci/build-deb
+
+# Checks the package's metadata and files, installs it with dpkg -i, and on a fresh cluster
+# runs CREATE EXTENSION and one sync against the stand-in (tests/e2e/tests/package.rs);
+# then dpkg -r, and files of an earlier `make install` are put back (.ci/test-deb).
+test-package: package standin
+	.ci/test-deb
 
 # Long fault loops (repeated kills and restarts under load); not part of `make test`.
 .PHONY: test-soak
