@@ -9,7 +9,14 @@
 //!   day of the month. The macros `@yearly`/`@annually`, `@monthly`, `@weekly`,
 //!   `@daily`/`@midnight` and `@hourly` stand for the fields vixie cron gives them;
 //! * an interval, `N seconds` (or `N second`), 1 <= N <= 59, matched like pg_cron's
-//!   `TryParseInterval` (`src/job_metadata.c`): any case, the space before the unit optional.
+//!   `TryParseInterval` (`src/job_metadata.c`): any case, the space before the unit optional;
+//! * `@restart` (or its vixie name `@reboot`): no time at all, the job runs once each time
+//!   the scheduler starts (pg_cron's `WHEN_REBOOT`).
+//!
+//! Numbers are checked as pg_cron's `get_range` checks them: every value within its field,
+//! and a step no larger than the field's highest value (`*/60` is no minute step), so a
+//! number too large for any integer type is simply out of range. A schedule of 1000 bytes
+//! or more is refused, as pg_cron's parse buffer refuses it.
 //!
 //! Day of month and day of week follow vixie cron: when neither field starts with `*`
 //! (and `$` counts as a restricted day of month) a day matches if either field matches;
@@ -23,8 +30,8 @@
 //!   skips to the next blank and ignores whatever follows the fifth field;
 //! * a range whose start is after its end (`5-1`, `fri-sun`) is an error; pg_cron accepts
 //!   it as an empty set;
-//! * macros are matched in any case (pg_cron: lower case only), and `@reboot`/`@restart`
-//!   are rejected because a job here cannot be tied to a server start;
+//! * macros are matched in any case (pg_cron: lower case only), and text after a macro is
+//!   an error (pg_cron ignores it);
 //! * `N/step` is rejected like pg_cron does, but the message says how to write it
 //!   (`N-max/step`, which is what other crons mean by it).
 
@@ -35,6 +42,9 @@ use chrono::{
     DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone,
     Timelike,
 };
+
+/// pg_cron parses a schedule in a buffer of this many bytes and refuses longer input.
+pub const MAX_SCHEDULE_BYTES: usize = 999;
 
 /// Parses a pg_cron schedule: five cron fields, an `@` macro, or `N seconds`.
 pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
@@ -48,6 +58,8 @@ pub enum Schedule {
     Cron(CronSchedule),
     /// Runs every this many seconds (1-59), counted from the previous run.
     Interval(u32),
+    /// `@restart`/`@reboot`: runs once each time the scheduler starts, never on a clock.
+    Restart,
 }
 
 /// The five cron fields as bitsets, plus the vixie flags that change how they match.
@@ -78,7 +90,8 @@ pub struct CronSchedule {
 
 impl Schedule {
     /// The first time strictly after `after` at which the schedule fires, or `None` if it
-    /// can never fire again (`0 0 30 2 *`, or a date beyond what chrono represents).
+    /// can never fire again (`0 0 30 2 *`, or a date beyond what chrono represents) or is
+    /// not tied to the clock at all (`@restart`).
     ///
     /// An interval schedule fires `N` seconds after `after`.
     ///
@@ -106,7 +119,13 @@ impl Schedule {
                 .clone()
                 .checked_add_signed(TimeDelta::try_seconds(i64::from(*seconds))?),
             Schedule::Cron(cron) => cron.next_after(after),
+            Schedule::Restart => None,
         }
+    }
+
+    /// True for `@restart`: the job runs once when the scheduler starts, and only then.
+    pub fn runs_at_scheduler_start(&self) -> bool {
+        matches!(self, Schedule::Restart)
     }
 
     /// The interval of an `N seconds` schedule; `None` for a cron schedule.
@@ -117,7 +136,7 @@ impl Schedule {
     pub fn interval_seconds(&self) -> Option<u32> {
         match self {
             Schedule::Interval(seconds) => Some(*seconds),
-            Schedule::Cron(_) => None,
+            Schedule::Cron(_) | Schedule::Restart => None,
         }
     }
 }
@@ -131,13 +150,15 @@ impl FromStr for Schedule {
 }
 
 impl fmt::Display for Schedule {
-    /// The normalized source: single spaces, lower-case names and macros, and an interval
-    /// as `N seconds` (`1 second`). It parses back to the same schedule.
+    /// The normalized source: single spaces, lower-case names and macros, an interval as
+    /// `N seconds` (`1 second`), and `@reboot` under its other name `@restart`. It parses
+    /// back to the same schedule.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Schedule::Cron(cron) => f.write_str(&cron.source),
             Schedule::Interval(1) => f.write_str("1 second"),
             Schedule::Interval(seconds) => write!(f, "{seconds} seconds"),
+            Schedule::Restart => f.write_str("@restart"),
         }
     }
 }
@@ -216,6 +237,10 @@ impl fmt::Display for Field {
 #[non_exhaustive]
 pub enum ScheduleErrorKind {
     Empty,
+    /// Longer than [`MAX_SCHEDULE_BYTES`].
+    TooLong {
+        bytes: usize,
+    },
     /// Fewer than five fields.
     FieldCount {
         found: usize,
@@ -231,6 +256,10 @@ pub enum ScheduleErrorKind {
     NotANumber,
     EmptyListItem,
     ZeroStep,
+    /// A step above the field's highest value, `*/60` in minutes (pg_cron: `num3 > high`).
+    StepOutOfRange {
+        max: u32,
+    },
     /// `-` or `/` at the end of an item.
     MissingNumber {
         after: char,
@@ -246,7 +275,6 @@ pub enum ScheduleErrorKind {
     /// `$` in a field other than day of month.
     LastDayOutsideDayOfMonth,
     UnknownMacro,
-    Reboot,
     TextAfterMacro,
     IntervalOutOfRange,
     IntervalUnit,
@@ -303,6 +331,11 @@ impl fmt::Display for ScheduleError {
                 "the schedule is empty; expected 5 cron fields, an @ macro such as @daily, \
                  or \"N seconds\""
             ),
+            ScheduleErrorKind::TooLong { bytes } => write!(
+                f,
+                "the schedule is {bytes} bytes long; at most {MAX_SCHEDULE_BYTES} are allowed \
+                 (as in pg_cron)"
+            ),
             ScheduleErrorKind::FieldCount { found } => write!(f, "{FIVE_FIELDS}, found {found}"),
             ScheduleErrorKind::ExtraField { found } => {
                 write!(
@@ -333,6 +366,10 @@ impl fmt::Display for ScheduleError {
             ScheduleErrorKind::ZeroStep => write!(
                 f,
                 "{field} field \"{t}\" has a step of 0 at position {p}; the step must be at least 1"
+            ),
+            ScheduleErrorKind::StepOutOfRange { max } => write!(
+                f,
+                "{field} field \"{t}\" has a step out of range 1-{max} at position {p}"
             ),
             ScheduleErrorKind::MissingNumber { after } => write!(
                 f,
@@ -372,12 +409,7 @@ impl fmt::Display for ScheduleError {
             ScheduleErrorKind::UnknownMacro => write!(
                 f,
                 "unknown macro \"{t}\" at position {p}; expected @yearly, @annually, @monthly, \
-                 @weekly, @daily, @midnight or @hourly"
-            ),
-            ScheduleErrorKind::Reboot => write!(
-                f,
-                "\"{t}\" at position {p} is not supported: jobs cannot be tied to a server \
-                 start; use a cron expression or \"N seconds\""
+                 @weekly, @daily, @midnight, @hourly, @restart or @reboot"
             ),
             ScheduleErrorKind::TextAfterMacro => write!(
                 f,
@@ -478,6 +510,11 @@ fn split_words(input: &str) -> Vec<Word<'_>> {
 }
 
 fn parse_inner(input: &str) -> Result<Schedule, Fail> {
+    if input.len() > MAX_SCHEDULE_BYTES {
+        return Err(Fail::whole(ScheduleErrorKind::TooLong {
+            bytes: input.len(),
+        }));
+    }
     let words = split_words(input);
     let Some((&first, rest)) = words.split_first() else {
         return Err(Fail::whole(ScheduleErrorKind::Empty));
@@ -512,21 +549,15 @@ fn parse_inner(input: &str) -> Result<Schedule, Fail> {
 
 fn parse_macro(word: Word<'_>, rest: &[Word<'_>]) -> Result<Schedule, Fail> {
     let name = word.text.to_ascii_lowercase();
-    // The expansions set the same fields and star flags as vixie's `load_entry`.
+    // The expansions set the same fields and star flags as vixie's `load_entry`; `None` is
+    // `@restart`, which has no fields.
     let expansion = match name.as_str() {
-        "@yearly" | "@annually" => "0 0 1 1 *",
-        "@monthly" => "0 0 1 * *",
-        "@weekly" => "0 0 * * 0",
-        "@daily" | "@midnight" => "0 0 * * *",
-        "@hourly" => "0 * * * *",
-        "@reboot" | "@restart" => {
-            return Err(Fail::at(
-                ScheduleErrorKind::Reboot,
-                None,
-                word.text,
-                word.byte,
-            ));
-        }
+        "@yearly" | "@annually" => Some("0 0 1 1 *"),
+        "@monthly" => Some("0 0 1 * *"),
+        "@weekly" => Some("0 0 * * 0"),
+        "@daily" | "@midnight" => Some("0 0 * * *"),
+        "@hourly" => Some("0 * * * *"),
+        "@reboot" | "@restart" => None,
         _ => {
             return Err(Fail::at(
                 ScheduleErrorKind::UnknownMacro,
@@ -544,6 +575,9 @@ fn parse_macro(word: Word<'_>, rest: &[Word<'_>]) -> Result<Schedule, Fail> {
             extra.byte,
         ));
     }
+    let Some(expansion) = expansion else {
+        return Ok(Schedule::Restart);
+    };
     // The expansion is a constant, so an error here would point into text the user never
     // wrote; report it against the macro instead.
     parse_fields(&split_words(expansion), name)
@@ -696,11 +730,19 @@ fn parse_item(field: Field, field_text: &str, item: &str, item_byte: usize) -> R
             ));
         }
         let step_text = &item[i..i + digits];
-        // Digits only: a parse failure is overflow, and a huge step just selects the start.
+        // Digits only: a parse failure is overflow, which is out of range too.
         step = step_text.parse::<u32>().unwrap_or(u32::MAX);
         if step == 0 {
             return Err(Fail::at(
                 ScheduleErrorKind::ZeroStep,
+                Some(field),
+                item,
+                item_byte + i,
+            ));
+        }
+        if step > field.max() {
+            return Err(Fail::at(
+                ScheduleErrorKind::StepOutOfRange { max: field.max() },
                 Some(field),
                 item,
                 item_byte + i,
@@ -1283,6 +1325,8 @@ mod tests {
             ("@DAILY", "@daily"),
             ("@annually", "@annually"),
             ("05 Seconds", "5 seconds"),
+            ("@RESTART", "@restart"),
+            ("@reboot", "@restart"),
             ("1 second", "1 second"),
             ("30seconds", "30 seconds"),
         ] {
@@ -1436,6 +1480,186 @@ mod tests {
         }
     }
 
+    /// pg_cron's verdict on a schedule, as its own regression suite records it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum PgCron {
+        Accepts,
+        Rejects,
+    }
+    use PgCron::{Accepts, Rejects};
+
+    /// Every schedule that pg_cron's regression test (`sql/pg_cron-test.sql`, verdicts in
+    /// `expected/pg_cron-test.out`, citusdata/pg_cron at 16618e6) passes to `cron.schedule`
+    /// or `cron.schedule_in_database`, in file order, with its line and pg_cron's verdict.
+    /// Lines 93, 99 and 114 fail in pg_cron for reasons other than the schedule (CONNECT
+    /// privilege, unknown role, EXECUTE revoked); their schedule is one pg_cron accepts.
+    #[rustfmt::skip]
+    const PG_CRON_REGRESSION: &[(u32, &str, PgCron)] = &[
+        (5, "* * * * *", Accepts),
+        (10, "* * * * *", Accepts),
+        (20, "0 10 * * *", Accepts),
+        (27, "<repeat('a', 1000)>", Rejects),
+        (30, "* * * *", Rejects),
+        (33, "5 secondc", Rejects),
+        (34, "50 seconds c", Rejects),
+        (37, "*/0 10 * * *", Rejects),
+        (38, "-1 * * * *", Rejects),
+        (39, "*/-1 10 * * *", Rejects),
+        (40, "*/60 10 * * *", Rejects),
+        (41, "* * * 13 *", Rejects),
+        (42, "* * * 0 *", Rejects),
+        (43, "*/5000000000 10 * * *", Rejects),
+        (46, "-1 seconds", Rejects),
+        (47, "0 seconds", Rejects),
+        (48, "60 seconds", Rejects),
+        (49, "10000000000 seconds", Rejects),
+        (52, "@restar", Rejects),
+        (53, "@restart", Accepts),
+        (56, "0 10 * * *", Accepts),
+        (61, "0 11 * * *", Accepts),
+        (66, "0 11 * * *", Accepts),
+        (93, "0 11 * * *", Accepts),
+        (99, "0 11 * * *", Accepts),
+        (111, "0 11 * * *", Accepts),
+        (114, "0 11 * * *", Accepts),
+        (138, "0 11 * * *", Accepts),
+        (146, "0 11 * * *", Accepts),
+        (170, "1 second", Accepts),
+        (171, " 30 sEcOnDs ", Accepts),
+        (172, "59 seconds", Accepts),
+        (173, "17  seconds ", Accepts),
+        (177, "0 11 $ * *", Accepts),
+        (181, "0 11 $foo * *", Rejects),
+    ];
+
+    /// No schedule of pg_cron's regression suite gets a different verdict here.
+    #[test]
+    fn pg_cron_regression_schedules_get_pg_cron_verdicts() {
+        for &(line, expr, pg_cron) in PG_CRON_REGRESSION {
+            let expr = match expr {
+                "<repeat('a', 1000)>" => "a".repeat(1000),
+                other => other.to_string(),
+            };
+            let ours = match parse(&expr) {
+                Ok(_) => Accepts,
+                Err(_) => Rejects,
+            };
+            assert_eq!(
+                ours,
+                pg_cron,
+                "pg_cron-test.sql line {line}: {expr:?}: {:?}",
+                parse(&expr)
+            );
+        }
+        // The three that used to differ, with what they mean here.
+        assert_eq!(parse("@restart"), Ok(Schedule::Restart));
+        assert_eq!(
+            parse("*/60 10 * * *").map_err(|e| e.kind().clone()),
+            Err(ScheduleErrorKind::StepOutOfRange { max: 59 })
+        );
+        assert_eq!(
+            parse("*/5000000000 10 * * *").map_err(|e| e.kind().clone()),
+            Err(ScheduleErrorKind::StepOutOfRange { max: 59 })
+        );
+    }
+
+    /// How pg_cron and this parser differ, on purpose: (schedule, pg_cron's verdict read from
+    /// its `src/entry.c` / `src/job_metadata.c`, ours, why). The README's "Differences from
+    /// pg_cron" table lists the same rows.
+    #[rustfmt::skip]
+    const DELIBERATE_DIFFERENCES: &[(&str, PgCron, PgCron, &str)] = &[
+        // parse_cron_entry compares macro names with strcmp.
+        ("@DAILY", Rejects, Accepts, "macros in any case, like month and day names"),
+        ("@Restart", Rejects, Accepts, "macros in any case, like month and day names"),
+        // get_string stops at the blank and nothing looks at the rest.
+        ("@daily 0", Accepts, Rejects, "text after a macro is an error, not ignored"),
+        // Nothing after the fifth field is read.
+        ("* * * * * *", Accepts, Rejects, "a sixth field is an error, not ignored"),
+        // get_list skips to the next blank after a range it could read.
+        ("1-5# * * * *", Accepts, Rejects, "trailing text in a field is an error"),
+        // set_range loops from 5 up to 1: no bit set, a job that never runs.
+        ("5-1 * * * *", Accepts, Rejects, "a reversed range is an error, not an empty set"),
+        // sscanf's %u takes a sign.
+        ("+5 seconds", Accepts, Rejects, "an interval is digits only"),
+    ];
+
+    #[test]
+    fn deliberate_differences_from_pg_cron() {
+        for &(expr, pg_cron, ours, why) in DELIBERATE_DIFFERENCES {
+            assert_ne!(pg_cron, ours, "{expr:?} is listed as a difference: {why}");
+            let got = match parse(expr) {
+                Ok(_) => Accepts,
+                Err(_) => Rejects,
+            };
+            assert_eq!(got, ours, "{expr:?} ({why}): {:?}", parse(expr));
+        }
+    }
+
+    #[test]
+    fn restart_has_no_clock_time() {
+        for expr in ["@restart", "@reboot", "  @REBOOT  "] {
+            let schedule = parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert!(schedule.runs_at_scheduler_start(), "{expr}");
+            assert_eq!(
+                schedule.next_after(&at("2026-01-15T10:00:00Z")),
+                None,
+                "{expr}"
+            );
+            assert_eq!(schedule.interval_seconds(), None, "{expr}");
+        }
+        for expr in ["* * * * *", "5 seconds", "@daily"] {
+            assert!(
+                !parse(expr).expect("valid").runs_at_scheduler_start(),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_up_to_the_field_maximum_are_accepted() {
+        for expr in [
+            "*/59 * * * *",
+            "0 */23 * * *",
+            "0 0 */31 * *",
+            "0 0 1 */12 *",
+            "0 0 * * */7",
+        ] {
+            parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        }
+        // One value: the start. `*/59` is minutes 0 and 59.
+        assert_eq!(
+            next_in("*/59 * * * *", &Utc, "2026-01-15T10:00:00Z").as_deref(),
+            Some("2026-01-15T10:59:00+00:00")
+        );
+    }
+
+    #[test]
+    fn schedules_of_pg_cron_buffer_size_are_refused() {
+        // Long but valid: a minute list padded with repeats.
+        let long = |bytes: usize| {
+            let mut minutes = "0".to_string();
+            while minutes.len() + ",0 * * * *".len() <= bytes {
+                minutes.push_str(",0");
+            }
+            format!(
+                "{minutes:<width$} * * * *",
+                width = bytes - " * * * *".len()
+            )
+        };
+        let fits = long(MAX_SCHEDULE_BYTES);
+        assert_eq!(fits.len(), MAX_SCHEDULE_BYTES);
+        parse(&fits).unwrap_or_else(|e| panic!("{} bytes: {e}", fits.len()));
+        let too_long = long(MAX_SCHEDULE_BYTES + 1);
+        let e = parse(&too_long).expect_err("1000 bytes");
+        assert_eq!(e.kind(), &ScheduleErrorKind::TooLong { bytes: 1000 });
+        assert!(
+            e.to_string().ends_with(
+                "the schedule is 1000 bytes long; at most 999 are allowed (as in pg_cron)"
+            ),
+            "{e}"
+        );
+    }
+
     /// (expression, exact message).
     #[rustfmt::skip]
     const BAD: &[(&str, &str)] = &[
@@ -1473,8 +1697,17 @@ mod tests {
         ("* * * * * *", r#"invalid schedule "* * * * * *": expected 5 fields (minute hour day-of-month month day-of-week), found 6: "*" at position 11 is extra"#),
         ("", r#"invalid schedule "": the schedule is empty; expected 5 cron fields, an @ macro such as @daily, or "N seconds""#),
         ("  \t ", "invalid schedule \"  \t \": the schedule is empty; expected 5 cron fields, an @ macro such as @daily, or \"N seconds\""),
-        ("@reboot", r#"invalid schedule "@reboot": "@reboot" at position 1 is not supported: jobs cannot be tied to a server start; use a cron expression or "N seconds""#),
-        ("@fortnightly", r#"invalid schedule "@fortnightly": unknown macro "@fortnightly" at position 1; expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly"#),
+        ("@fortnightly", r#"invalid schedule "@fortnightly": unknown macro "@fortnightly" at position 1; expected @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @restart or @reboot"#),
+        ("@restar", r#"invalid schedule "@restar": unknown macro "@restar" at position 1; expected @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @restart or @reboot"#),
+        ("@restart now", r#"invalid schedule "@restart now": unexpected "now" at position 10; an @ macro must be the whole schedule"#),
+        ("*/60 10 * * *", r#"invalid schedule "*/60 10 * * *": minute field "*/60" has a step out of range 1-59 at position 3"#),
+        ("0 */24 * * *", r#"invalid schedule "0 */24 * * *": hour field "*/24" has a step out of range 1-23 at position 5"#),
+        ("0 0 1-31/32 * *", r#"invalid schedule "0 0 1-31/32 * *": day of month field "1-31/32" has a step out of range 1-31 at position 10"#),
+        ("0 0 1 */13 *", r#"invalid schedule "0 0 1 */13 *": month field "*/13" has a step out of range 1-12 at position 9"#),
+        ("0 0 * * */8", r#"invalid schedule "0 0 * * */8": day of week field "*/8" has a step out of range 1-7 at position 11"#),
+        ("*/5000000000 10 * * *", r#"invalid schedule "*/5000000000 10 * * *": minute field "*/5000000000" has a step out of range 1-59 at position 3"#),
+        ("0 0 * * 1-5/99999999999999999999", r#"invalid schedule "0 0 * * 1-5/99999999999999999999": day of week field "1-5/99999999999999999999" has a step out of range 1-7 at position 13"#),
+        ("0 4294967296 * * *", r#"invalid schedule "0 4294967296 * * *": hour field "4294967296" at position 3 is out of range 0-23"#),
         ("@daily 0", r#"invalid schedule "@daily 0": unexpected "0" at position 8; an @ macro must be the whole schedule"#),
         ("0 seconds", r#"invalid schedule "0 seconds": interval "0" at position 1 is out of range 1-59 seconds; use a cron expression for longer periods"#),
         ("60 seconds", r#"invalid schedule "60 seconds": interval "60" at position 1 is out of range 1-59 seconds; use a cron expression for longer periods"#),

@@ -3,6 +3,7 @@
 //! retention). It never runs a job's SQL itself, so a slow job never delays another.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -233,6 +234,7 @@ fn tick(
         known.changes = Some(changes);
     }
     let jobs = &known.jobs;
+    let start_pass = !RESTART_JOBS_STARTED.load(Ordering::Relaxed);
     states.retain(|jobid, state| jobs.iter().any(|j| j.jobid == *jobid) || state.running.is_some());
     let now = Utc::now();
     for job in jobs {
@@ -250,7 +252,7 @@ fn tick(
             state.next_run = state
                 .schedule
                 .as_ref()
-                .and_then(|s| first_run(job, s, now, zone));
+                .and_then(|s| first_run(job, s, now, zone, start_pass));
         }
         reap_finished_run(state);
         let Some(due) = state.next_run else { continue };
@@ -269,17 +271,32 @@ fn tick(
     for state in states.values_mut() {
         reap_finished_run(state);
     }
+    RESTART_JOBS_STARTED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
+/// Whether this scheduler has had its start pass: the first pass that read the job table,
+/// where `@restart` jobs run. A scheduler start is a process start (the postmaster forks a
+/// new one after a server restart or after this one exits), so a static is exactly "once
+/// per start", and it outlives everything the main loop resets: job states after the
+/// extension went away, schedules after a time zone reload. As in pg_cron (its
+/// `RebootJobsScheduled`), a `@restart` job created, activated or re-scheduled after the
+/// start pass waits for the next start.
+static RESTART_JOBS_STARTED: AtomicBool = AtomicBool::new(false);
+
 /// The first run of a job the scheduler (re)discovers: if a slot passed since its last run
-/// (say, during downtime), run once now; otherwise wait for the next slot.
+/// (say, during downtime), run once now; otherwise wait for the next slot. A `@restart` job
+/// runs now in the start pass and never otherwise.
 fn first_run(
     job: &Job,
     schedule: &Schedule,
     now: DateTime<Utc>,
     zone: Tz,
+    start_pass: bool,
 ) -> Option<DateTime<Utc>> {
+    if schedule.runs_at_scheduler_start() {
+        return start_pass.then_some(now);
+    }
     let last = match in_transaction(|| jobs::last_start_epoch(job.jobid)) {
         Ok(Ok(Some(epoch))) => Utc.timestamp_opt(epoch as i64, 0).single(),
         _ => None,
