@@ -18,6 +18,7 @@ INSERT INTO procore_sync_job (schedule, command, jobname) VALUES
 -- Like pg_cron, scheduling is granted, not public; credentials functions run as the owner
 -- so an application role can connect users without reading the token table.
 REVOKE EXECUTE ON FUNCTION procore_sync_schedule(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION procore_sync_schedule_in_database(text, text, text, text, text, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_unschedule(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_unschedule(bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_alter_job(bigint, text, text, text, text, boolean) FROM PUBLIC;

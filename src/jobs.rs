@@ -90,6 +90,115 @@ fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, Sy
     .ok_or_else(|| SyncError::Internal("the job was not saved".into()))
 }
 
+/// pg_cron's `schedule_in_database`: creates a job that runs in `database` as `username`
+/// (default: the caller), or changes the schedule, command and database of that role's job
+/// of that name. Both are checked now, so a job that could never start is refused here
+/// rather than failing at every run.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn procore_sync_schedule_in_database(
+    job_name: Option<&str>,
+    schedule: Option<&str>,
+    command: Option<&str>,
+    database: Option<&str>,
+    username: default!(Option<&str>, "NULL"),
+    active: default!(Option<bool>, "true"),
+) -> i64 {
+    let job_name = required(job_name, "job_name");
+    schedule_job_in_database(
+        job_name,
+        required(schedule, "schedule"),
+        required(command, "command"),
+        database,
+        username,
+        // NULL is the default, as in pg_cron, which reads the argument only when it is set.
+        active.unwrap_or(true),
+    )
+    .or_raise()
+}
+
+fn schedule_job_in_database(
+    job_name: &str,
+    schedule: &str,
+    command: &str,
+    database: Option<&str>,
+    username: Option<&str>,
+    active: bool,
+) -> Result<i64, SyncError> {
+    if job_name.trim().is_empty() {
+        return Err(SyncError::InvalidArgument("a job needs a name".into()));
+    }
+    validate_schedule(schedule)?;
+    validate_command(command)?;
+    let caller = caller()?;
+    let username = username.unwrap_or(&caller.name);
+    if username != caller.name && !caller.superuser {
+        return Err(SyncError::NotAllowed(format!(
+            "only a superuser can schedule a job for another role (\"{username}\")"
+        )));
+    }
+    // Role names are compared as stored, so "CaseOwner" and caseowner stay two roles.
+    let can_login = Spi::get_one_with_args::<bool>(
+        "SELECT (SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1)",
+        &[username.into()],
+    )?;
+    match can_login {
+        None => {
+            return Err(SyncError::InvalidArgument(format!(
+                "role \"{username}\" does not exist"
+            )))
+        }
+        // A job runner connects as the role, which Postgres refuses to a NOLOGIN role.
+        Some(false) => {
+            return Err(SyncError::InvalidArgument(format!(
+                "role \"{username}\" cannot log in, so a job cannot run as it"
+            )))
+        }
+        Some(true) => {}
+    }
+    let database = match database {
+        Some(d) => d.to_string(),
+        None => Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")?
+            .ok_or_else(|| SyncError::Internal("no current database".into()))?,
+    };
+    let may_connect = Spi::get_one_with_args::<bool>(
+        "SELECT (SELECT pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT')
+                 FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+                 WHERE r.rolname = $1 AND d.datname = $2)",
+        &[username.into(), database.as_str().into()],
+    )?;
+    match may_connect {
+        None => {
+            return Err(SyncError::InvalidArgument(format!(
+                "database \"{database}\" does not exist"
+            )))
+        }
+        Some(false) => {
+            return Err(SyncError::NotAllowed(format!(
+                "role \"{username}\" does not have CONNECT privilege on database \"{database}\""
+            )))
+        }
+        Some(true) => {}
+    }
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO procore_sync_job (jobname, schedule, command, database, username, active)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (jobname, username) DO UPDATE
+         SET schedule = EXCLUDED.schedule, command = EXCLUDED.command,
+             database = EXCLUDED.database
+         RETURNING jobid",
+        &[
+            job_name.into(),
+            schedule.into(),
+            command.into(),
+            database.as_str().into(),
+            username.into(),
+            active.into(),
+        ],
+    )?
+    .ok_or_else(|| SyncError::Internal("the job was not saved".into()))
+}
+
 /// Removes the caller's job of that name.
 #[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
 #[search_path(pg_catalog, @extschema@, pg_temp)]

@@ -32,6 +32,59 @@ SELECT procore_sync_schedule('bad', '* * * *', 'SELECT 1');
 SELECT procore_sync_schedule('bad', '* * * * *', '');
 SELECT count(*) AS bad_jobs FROM procore_sync_job WHERE jobname = 'bad';
 
+-- The three schedules of pg_cron's regression suite that used to get another verdict here:
+-- a step beyond its field, a number too large for any integer, and @restart (no time: the
+-- job runs once each time the scheduler starts).
+SELECT procore_sync_schedule('bad', '*/60 10 * * *', 'SELECT 1');
+SELECT procore_sync_schedule('bad', '*/5000000000 10 * * *', 'SELECT 1');
+SELECT procore_sync_schedule('at-start', '@restart', 'SELECT 1') > 0 AS scheduled;
+SELECT procore_sync_schedule('at-start-too', '@reboot', 'SELECT 1') > 0 AS scheduled;
+SELECT jobname, schedule FROM procore_sync_job WHERE jobname LIKE 'at-start%' ORDER BY jobname;
+SELECT procore_sync_unschedule('at-start');
+SELECT procore_sync_unschedule('at-start-too');
+
+-- pg_cron's schedule_in_database: a job in another database, as another role.
+CREATE DATABASE procore_sync_regress_other;
+CREATE DATABASE procore_sync_regress_closed;
+REVOKE CONNECT ON DATABASE procore_sync_regress_closed FROM PUBLIC;
+CREATE ROLE procore_sync_regress_runner LOGIN;
+CREATE ROLE procore_sync_regress_peer LOGIN;
+CREATE ROLE procore_sync_regress_nologin NOLOGIN;
+SELECT procore_sync_schedule_in_database('elsewhere', '0 3 * * *', 'VACUUM', 'procore_sync_regress_other', 'procore_sync_regress_runner') > 0 AS scheduled;
+SELECT jobname, schedule, command, database, username, active FROM procore_sync_job WHERE jobname = 'elsewhere';
+-- The same name and role again changes that job's schedule, command and database.
+SELECT procore_sync_schedule_in_database('elsewhere', '0 4 * * *', 'ANALYZE', current_database(), 'procore_sync_regress_runner') = jobid AS same_job FROM procore_sync_job WHERE jobname = 'elsewhere';
+SELECT schedule, command, database = current_database() AS here FROM procore_sync_job WHERE jobname = 'elsewhere';
+-- Defaults: the caller's role; NULL database is this one; inactive on request.
+SELECT procore_sync_schedule_in_database('paused', '@daily', 'SELECT 1', NULL, active => false) > 0 AS scheduled;
+SELECT database = current_database() AS here, username = current_user AS mine, active FROM procore_sync_job WHERE jobname = 'paused';
+-- What cannot run is refused now, not at every run.
+SELECT procore_sync_schedule_in_database('nowhere', '0 3 * * *', 'VACUUM', 'procore_sync_regress_missing');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT procore_sync_schedule_in_database('nobody', '0 3 * * *', 'VACUUM', current_database(), 'procore_sync_regress_missing');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT procore_sync_schedule_in_database('nologin', '0 3 * * *', 'VACUUM', current_database(), 'procore_sync_regress_nologin');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT procore_sync_schedule_in_database('closed', '0 3 * * *', 'VACUUM', 'procore_sync_regress_closed', 'procore_sync_regress_runner');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT procore_sync_schedule_in_database('bad', '*/60 * * * *', 'VACUUM', current_database());
+-- Not public, as in pg_cron; once granted, a role schedules for itself and nobody else.
+SET ROLE procore_sync_regress_runner;
+SELECT procore_sync_schedule_in_database('mine', '0 3 * * *', 'SELECT 1', 'procore_sync_regress_other');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION procore_sync_schedule_in_database(text, text, text, text, text, boolean) TO procore_sync_regress_runner;
+SET ROLE procore_sync_regress_runner;
+SELECT procore_sync_schedule_in_database('theirs', '0 3 * * *', 'SELECT 1', 'procore_sync_regress_other', 'procore_sync_regress_peer');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT procore_sync_schedule_in_database('mine', '0 3 * * *', 'SELECT 1', 'procore_sync_regress_other', 'procore_sync_regress_runner') > 0 AS scheduled;
+SELECT procore_sync_schedule_in_database('mine-too', '0 3 * * *', 'SELECT 1', 'procore_sync_regress_other') > 0 AS scheduled;
+SELECT procore_sync_schedule_in_database('closed', '0 3 * * *', 'SELECT 1', 'procore_sync_regress_closed');
+SELECT jobname, database, username FROM procore_sync_job ORDER BY jobname;
+RESET ROLE;
+SELECT jobname, username FROM procore_sync_job WHERE username <> current_user ORDER BY jobname;
+SELECT count(*) AS refused_jobs FROM procore_sync_job WHERE jobname IN ('nowhere', 'nobody', 'nologin', 'closed', 'theirs', 'bad');
+DELETE FROM procore_sync_job WHERE jobname IN ('elsewhere', 'paused', 'mine', 'mine-too');
+
 -- Credentials and the queue.
 SELECT procore_set_tokens('00000000-0000-0000-0000-00000000000a', 'access-a', 'refresh-a', 3600);
 SELECT procore_set_tokens('00000000-0000-0000-0000-00000000000b', 'access-b', 'refresh-b', 3600);
@@ -76,3 +129,8 @@ WHERE status = 'processing' AND started_at < now() - interval '30 minutes';
 DELETE FROM procore_sync_queue WHERE status IN ('completed', 'failed') AND completed_at < now() - interval '7 days';
 
 DROP EXTENSION procore_sync;
+DROP DATABASE procore_sync_regress_other;
+DROP DATABASE procore_sync_regress_closed;
+DROP ROLE procore_sync_regress_runner;
+DROP ROLE procore_sync_regress_peer;
+DROP ROLE procore_sync_regress_nologin;
