@@ -1549,3 +1549,276 @@ fn job_command_cannot_escalate_through_the_runner_session() {
         "a job's command made its role superuser through the runner's bookkeeping: {history:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 12. '@restart' (pg_cron's @reboot): once per scheduler start, whatever starts it, and
+//     never again within one start.
+// ---------------------------------------------------------------------------------------
+
+/// Pid of the one running scheduler.
+fn scheduler_pid(client: &mut postgres::Client) -> Option<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'procore_sync scheduler'",
+            &[],
+        )
+        .expect("read pg_stat_activity")
+        .first()
+        .map(|r| r.get(0))
+}
+
+fn count(client: &mut postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+#[test]
+fn restart_job_runs_once_per_scheduler_start() {
+    let mut cluster = quiet_cluster(&[]);
+    let mut c = cluster.client().expect("connect");
+    c.batch_execute(
+        "CREATE TABLE boots (job text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE beats (at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .unwrap();
+    // A heartbeat shows that the scheduler keeps passing over the jobs meanwhile.
+    schedule(
+        &mut c,
+        "beat",
+        "1 seconds",
+        "INSERT INTO beats DEFAULT VALUES",
+    );
+    let beats = |c: &mut postgres::Client| count(c, "SELECT count(*) FROM beats");
+    let wait_beats = |c: &mut postgres::Client, cluster: &Cluster, n: i64, what: &str| {
+        let target = beats(c) + n;
+        wait_for(cluster, Duration::from_secs(60), what, || {
+            Ok(beats(c) >= target)
+        });
+    };
+    wait_beats(
+        &mut c,
+        &cluster,
+        1,
+        "the heartbeat (the scheduler's start pass is over)",
+    );
+
+    // Created while the scheduler runs: as in pg_cron, it waits for the next start.
+    let jobid = schedule(
+        &mut c,
+        "boot",
+        "@restart",
+        "INSERT INTO boots (job) VALUES ('boot')",
+    );
+    wait_beats(&mut c, &cluster, 3, "3 heartbeats after scheduling 'boot'");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM boots"),
+        0,
+        "a @restart job created while the scheduler runs waits for its next start"
+    );
+
+    let boots = |c: &mut postgres::Client| count(c, "SELECT count(*) FROM boots");
+    let wait_boots = |cluster: &Cluster, n: i64, what: &str| {
+        let mut c = common::connect(cluster);
+        wait_for(cluster, Duration::from_secs(90), what, || {
+            Ok(boots(&mut c) >= n)
+        });
+    };
+
+    // 1. The server restarts: one run.
+    drop(c);
+    cluster.restart(StopMode::Fast).expect("restart");
+    wait_boots(
+        &cluster,
+        1,
+        "the @restart run after the first server restart",
+    );
+    let mut c = common::connect(&cluster);
+    // Nothing meanwhile brings it back: job-table re-reads (the heartbeat's own runs, an
+    // altered command, a new job), a configuration reload with a new time zone.
+    wait_beats(
+        &mut c,
+        &cluster,
+        2,
+        "heartbeats after the first @restart run",
+    );
+    c.execute(
+        "SELECT procore_sync_alter_job($1, command => $2)",
+        &[&jobid, &"INSERT INTO boots (job) VALUES ('boot, altered')"],
+    )
+    .expect("alter the @restart job");
+    schedule(&mut c, "other", "0 0 1 1 *", "SELECT 1");
+    c.batch_execute("ALTER SYSTEM SET procore_sync.timezone = 'America/New_York'")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_beats(
+        &mut c,
+        &cluster,
+        4,
+        "heartbeats after the alter and the reload",
+    );
+    assert_eq!(
+        boots(&mut c),
+        1,
+        "one run per start: {:?}",
+        runs(&mut c, "boot")
+    );
+
+    // 2. Another server restart: one more, with the altered command.
+    drop(c);
+    cluster.restart(StopMode::Fast).expect("second restart");
+    wait_boots(
+        &cluster,
+        2,
+        "the @restart run after the second server restart",
+    );
+    let mut c = common::connect(&cluster);
+    wait_beats(
+        &mut c,
+        &cluster,
+        3,
+        "heartbeats after the second @restart run",
+    );
+    assert_eq!(boots(&mut c), 2);
+
+    // 3. Only the scheduler restarts (terminated; the postmaster starts it after 5 s).
+    let old = scheduler_pid(&mut c).expect("a scheduler runs");
+    let terminated: bool = c
+        .query_one("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "a new scheduler after pg_terminate_backend",
+        || Ok(scheduler_pid(&mut c).is_some_and(|p| p != old)),
+    );
+    wait_boots(
+        &cluster,
+        3,
+        "the @restart run after the scheduler restarted",
+    );
+    wait_beats(
+        &mut c,
+        &cluster,
+        4,
+        "heartbeats after the third @restart run",
+    );
+    assert_eq!(boots(&mut c), 3, "{:?}", runs(&mut c, "boot"));
+
+    let jobs: Vec<String> = c
+        .query("SELECT job FROM boots ORDER BY at", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(jobs, ["boot", "boot, altered", "boot, altered"]);
+    // Each run is in the history like any other.
+    let history = runs(&mut c, "boot");
+    assert_eq!(history.len(), 3, "{history:#?}");
+    for r in &history {
+        assert_eq!(r.status(), "succeeded", "{r:#?}");
+        assert_eq!(r.jobid, Some(jobid), "{r:#?}");
+        assert!(r.end_time.is_some() && r.job_pid.is_some(), "{r:#?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. procore_sync_schedule_in_database: the job runs in that database, as that role.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn job_scheduled_in_another_database_runs_there() {
+    let cluster = quiet_cluster(&[]);
+    let mut c = cluster.client().expect("connect");
+    c.batch_execute("CREATE DATABASE elsewhere").unwrap();
+    c.batch_execute("CREATE ROLE reporter LOGIN").unwrap();
+    let mut other = cluster
+        .client_for("elsewhere", "postgres")
+        .expect("connect to elsewhere");
+    other
+        .batch_execute(
+            "CREATE TABLE seen (db text, who text, at timestamptz DEFAULT clock_timestamp());
+             GRANT INSERT ON seen TO reporter",
+        )
+        .unwrap();
+    let command = "INSERT INTO seen (db, who) VALUES (current_database(), current_user)";
+    let jobid: i64 = c
+        .query_one(
+            "SELECT procore_sync_schedule_in_database($1, $2, $3, $4, $5)",
+            &[&"remote", &"1 seconds", &command, &"elsewhere", &"reporter"],
+        )
+        .expect("procore_sync_schedule_in_database")
+        .get(0);
+    let row = c
+        .query_one(
+            "SELECT database, username, active FROM procore_sync_job WHERE jobid = $1",
+            &[&jobid],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("elsewhere".to_string(), "reporter".to_string(), true)
+    );
+
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "two runs in 'elsewhere'",
+        || Ok(count(&mut other, "SELECT count(*) FROM seen") >= 2),
+    );
+    let seen: BTreeSet<(String, String)> = other
+        .query("SELECT db, who FROM seen", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        seen,
+        BTreeSet::from([("elsewhere".to_string(), "reporter".to_string())]),
+        "every run is in 'elsewhere' as 'reporter'"
+    );
+    // Its history is kept with the scheduler, in the extension's database.
+    let done = finished(&mut c, "remote");
+    assert!(!done.is_empty());
+    for r in &done {
+        assert_eq!(r.status(), "succeeded", "{r:#?}");
+        assert_eq!(r.database.as_deref(), Some("elsewhere"), "{r:#?}");
+        assert_eq!(r.username.as_deref(), Some("reporter"), "{r:#?}");
+    }
+
+    // Inactive from the start: scheduled, never run.
+    c.execute(
+        "SELECT procore_sync_schedule_in_database($1, $2, $3, $4, active => false)",
+        &[&"dormant", &"1 seconds", &"SELECT 1", &"elsewhere"],
+    )
+    .expect("schedule an inactive job");
+    let before = count(&mut other, "SELECT count(*) FROM seen");
+    wait_for(
+        &cluster,
+        Duration::from_secs(60),
+        "two more runs of 'remote'",
+        || Ok(count(&mut other, "SELECT count(*) FROM seen") >= before + 2),
+    );
+    assert!(
+        runs(&mut c, "dormant").is_empty(),
+        "an inactive job never runs"
+    );
+
+    // A database that does not exist is refused when scheduling, not at each run.
+    let e = db_error(
+        c.query_one(
+            "SELECT procore_sync_schedule_in_database($1, $2, $3, $4)",
+            &[&"nowhere", &"1 seconds", &"SELECT 1", &"no_such_database"],
+        ),
+        "a job in a missing database",
+    );
+    assert_eq!(e.code(), &SqlState::INVALID_PARAMETER_VALUE, "{e:?}");
+    assert!(e.message().contains("no_such_database"), "{e:?}");
+}
