@@ -117,6 +117,7 @@ fn procore_sync_user(
     ),
 > {
     let user_id = required(user_id, "user_id");
+    crate::installed::require_current_version().or_raise();
     let user = user_id.to_string();
     match store::credentials(&user).or_raise() {
         None => SyncError::UnknownUser(user).raise(),

@@ -28,6 +28,14 @@ pub enum SyncError {
     WorkerUnavailable(String),
     #[error("queue item {0} was taken over by another worker after its lease ran out")]
     LeaseLost(i64),
+    #[error(
+        "the procore_sync extension in this database is version {installed}, but the server \
+         runs the {library} library: run ALTER EXTENSION procore_sync UPDATE"
+    )]
+    VersionMismatch {
+        installed: String,
+        library: &'static str,
+    },
     #[error("Procore: {0}")]
     Procore(#[from] ProcoreError),
     #[error("{0}")]
@@ -47,6 +55,7 @@ impl SyncError {
             SyncError::NotAllowed(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             SyncError::WorkerUnavailable(_) => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             SyncError::LeaseLost(_) => ERRCODE_LOCK_NOT_AVAILABLE,
+            SyncError::VersionMismatch { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SyncError::Procore(e) => match e {
                 ProcoreError::InvalidGrant(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 ProcoreError::InvalidClient => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

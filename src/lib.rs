@@ -8,6 +8,7 @@ mod catalog;
 mod credentials;
 mod deletion_pass;
 mod errors;
+mod installed;
 mod jobs;
 mod log_redaction;
 mod procore;

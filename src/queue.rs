@@ -32,6 +32,7 @@ fn queue_procore_sync_for_all_users() -> i32 {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn process_procore_sync_queue() -> i32 {
+    crate::installed::require_current_version().or_raise();
     reap_orphaned_items().or_raise();
     let claimed = claim_due_items(settings::batch_size()).or_raise();
     sync_worker::ensure_pool(claimed).or_raise();

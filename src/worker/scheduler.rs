@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use super::{in_transaction, job_runner, wakeup, LIBRARY};
-use crate::errors::SyncError;
+use crate::installed::{self, Installed, LIBRARY_VERSION};
 use crate::jobs::{self, Job};
 use crate::queue;
 use crate::schedule::{self, Schedule};
@@ -28,7 +28,7 @@ use crate::store;
 /// wake the scheduler at commit (`wakeup`), job runners' starts and exits through
 /// `set_notify_pid`, and `process_procore_sync_queue` reaps orphans itself every minute.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
-const NO_EXTENSION_RETRY: Duration = Duration::from_secs(10);
+const NO_EXTENSION_RETRY: Duration = Duration::from_secs(5);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("procore_sync scheduler")
@@ -40,21 +40,6 @@ pub fn register() {
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
-}
-
-/// Points this session's search_path at the extension's schema, wherever it was created.
-pub fn use_extension_schema() -> Result<(), SyncError> {
-    let found = Spi::get_one::<String>(
-        "SELECT set_config('search_path', 'pg_catalog, ' || quote_ident(n.nspname) || ', pg_temp', false)
-         FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-         WHERE e.extname = 'procore_sync'",
-    )?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(SyncError::Internal(
-            "extension procore_sync is not installed".into(),
-        )),
-    }
 }
 
 /// The zone schedules are read in, from `procore_sync.timezone`.
@@ -93,6 +78,8 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     let mut states: HashMap<i64, JobState> = HashMap::new();
     let mut zone = schedule_zone();
     let mut extension_ready = false;
+    // The last state that kept the scheduler idle, so each is logged once, not per pass.
+    let mut reported: Option<Installed> = None;
     let mut next_housekeeping = Utc::now();
     let mut known_jobs = KnownJobs::default();
     loop {
@@ -108,13 +95,33 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
                 states.values_mut().for_each(|s| s.schedule_text.clear());
             }
         }
+        // Checked on every pass, because neither DROP EXTENSION nor ALTER EXTENSION UPDATE
+        // touches a job row (nothing wakes the scheduler), and a job started after a drop
+        // would only fail to record its run, once per tick.
+        let state = installed_here();
+        if !matches!(state, Installed::Current { .. }) {
+            if extension_ready || reported.as_ref() != Some(&state) {
+                report_not_ready(&state, &database);
+                reported = Some(state);
+            }
+            extension_ready = false;
+            states.clear();
+            known_jobs = KnownJobs::default();
+            if !wait_for_wakeup(NO_EXTENSION_RETRY) {
+                break;
+            }
+            continue;
+        }
         if !extension_ready {
-            extension_ready = matches!(in_transaction(use_extension_schema), Ok(Ok(())));
-            if !extension_ready {
+            if !matches!(in_transaction(installed::use_extension_schema), Ok(Ok(()))) {
                 if !wait_for_wakeup(NO_EXTENSION_RETRY) {
                     break;
                 }
                 continue;
+            }
+            extension_ready = true;
+            if reported.take().is_some() {
+                log!("procore_sync scheduler: extension procore_sync {LIBRARY_VERSION} is ready in database {database}; running jobs");
             }
             recover_token_journal();
             job_runner::clear_run_files();
@@ -150,6 +157,30 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     // A non-zero exit makes the postmaster start the scheduler again after its restart
     // time if an administrator terminated it; at shutdown nothing is restarted anyway.
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// The extension in the scheduler's database; a failed look-up counts as absent.
+fn installed_here() -> Installed {
+    match in_transaction(installed::installed) {
+        Ok(Ok(state)) => state,
+        _ => Installed::Absent,
+    }
+}
+
+/// One line for each time the scheduler goes idle, saying what brings it back.
+fn report_not_ready(state: &Installed, database: &str) {
+    match state {
+        Installed::Absent => log!(
+            "procore_sync scheduler: extension procore_sync is not installed in database {database}; \
+             no job runs until CREATE EXTENSION procore_sync"
+        ),
+        Installed::OtherVersion(version) => warning!(
+            "procore_sync scheduler: database {database} has extension procore_sync {version}, but \
+             the server runs the {LIBRARY_VERSION} library; no job or sync runs until \
+             ALTER EXTENSION procore_sync UPDATE"
+        ),
+        Installed::Current { .. } => {}
+    }
 }
 
 /// Tokens Procore issued just before a crash are put back before anything else runs.

@@ -124,7 +124,7 @@ pub extern "C-unwind" fn procore_sync_worker_main(_arg: pg_sys::Datum) {
     };
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let prepared = in_transaction(|| {
-        super::scheduler::use_extension_schema()?;
+        crate::installed::use_extension_schema()?;
         deletion_pass::limit_temp_buffers()
     });
     match prepared {

@@ -56,6 +56,17 @@ impl Env {
 
     /// A cluster pointed at an already running stand-in.
     pub fn with_standin(standin: Standin, extra_settings: &[(&str, &str)]) -> Result<Env> {
+        let env = Self::without_extension(standin, extra_settings)?;
+        env.cluster
+            .client()?
+            .batch_execute("CREATE EXTENSION procore_sync")
+            .context("CREATE EXTENSION procore_sync")?;
+        Ok(env)
+    }
+
+    /// Like `with_standin`, but leaves `CREATE EXTENSION` (say, of an older version) to
+    /// the caller.
+    pub fn without_extension(standin: Standin, extra_settings: &[(&str, &str)]) -> Result<Env> {
         let mut options = ClusterOptions::default()
             .setting("procore_sync.database_name", "postgres")
             .setting("procore_sync.api_base_url", standin.base_url())
@@ -66,10 +77,6 @@ impl Env {
             options = options.setting(name, value);
         }
         let cluster = Cluster::start(options)?;
-        cluster
-            .client()?
-            .batch_execute("CREATE EXTENSION procore_sync")
-            .context("CREATE EXTENSION procore_sync")?;
         Ok(Env {
             cluster,
             standin,

@@ -7,6 +7,7 @@
 //! `cargo test -p procore_sync_e2e`; `PROCORE_E2E_KEEP=1` keeps clusters for a post-mortem.
 
 pub mod cluster;
+pub mod describe;
 pub mod env;
 pub mod standin;
 pub mod stop;
