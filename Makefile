@@ -93,7 +93,7 @@ test-package: package standin
 # Long fault loops (repeated kills and restarts under load); not part of `make test`.
 .PHONY: test-soak
 test-soak: install standin
-	$(CARGO) test -p procore_sync_e2e -- --ignored
+	$(CARGO) test -p procore_sync_e2e --test faults -- --ignored
 
 demo: install standin
 	$(CARGO) run --release -p procore_sync_e2e --bin demo

@@ -4,8 +4,7 @@
 //!
 //! Run through `make test-package`, which builds the .deb, installs it, runs these tests
 //! with `PROCORE_DEB` set to its path, and removes it again. Ignored by the ordinary e2e run
-//! (they need the package installed); without `PROCORE_DEB` (`make test-soak` runs every
-//! ignored test) they say so and return.
+//! (they need the package installed); without `PROCORE_DEB` they fail.
 
 mod common;
 
@@ -37,19 +36,15 @@ const SYSTEM_LIBS: [&str; 7] = [
     "ld-linux-x86-64.so.2",
 ];
 
-/// The .deb under test, or `None` (with a note) outside `make test-package`.
-fn deb_under_test() -> Option<PathBuf> {
-    match std::env::var_os("PROCORE_DEB") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "PROCORE_DEB={} is not a file", p.display());
-            Some(p)
-        }
-        None => {
-            eprintln!("PROCORE_DEB is not set: run the package tests with `make test-package`");
-            None
-        }
-    }
+/// The .deb under test; outside `make test-package` there is nothing to test, which is a
+/// failure, not a pass.
+fn deb_under_test() -> PathBuf {
+    let p = PathBuf::from(
+        std::env::var_os("PROCORE_DEB")
+            .expect("PROCORE_DEB is not set: run the package tests with `make test-package`"),
+    );
+    assert!(p.is_file(), "PROCORE_DEB={} is not a file", p.display());
+    p
 }
 
 /// The extension's version: the [package] version of the workspace's Cargo.toml.
@@ -126,7 +121,7 @@ fn extract(deb: &Path) -> tempfile::TempDir {
 #[test]
 #[ignore = "needs the .deb: make test-package"]
 fn package_metadata_and_files() {
-    let Some(deb) = deb_under_test() else { return };
+    let deb = deb_under_test();
     let deb_arg = deb.to_str().expect("UTF-8 path");
     let version = cargo_version();
 
@@ -253,7 +248,7 @@ fn package_metadata_and_files() {
 #[test]
 #[ignore = "needs the .deb installed: make test-package"]
 fn installed_package_creates_the_extension_and_syncs_a_user() {
-    let Some(deb) = deb_under_test() else { return };
+    let deb = deb_under_test();
     let version = cargo_version();
 
     // The package is installed, owns the library PostgreSQL loads, and its files are
