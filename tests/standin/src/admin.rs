@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::admin_access;
 use crate::clock::{epoch_seconds, iso, now, record_time_now};
 use crate::faults::FaultRule;
 use crate::http::{param, Request, Response};
@@ -33,16 +34,19 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
             Ok(json!({ "ok": true }))
         }
         ("POST", "mutate") => mutate(shared, req),
+        ("POST", "access") => admin_access::set_access(shared, req),
+        ("POST", "private") => admin_access::set_private(shared, req),
         ("GET", "stats") => Ok(json!(shared.lock().stats)),
         ("GET", "requests") => requests(shared, req),
         // The record list can be tens of megabytes: built as text, not as a `Value`.
-        ("GET", "records") => return records(&shared.lock()),
+        ("GET", "records") => return records(&shared.lock(), req),
         ("GET", "served") => Ok(served(&shared.lock())),
         ("GET", "secrets") => Ok(secrets(&shared.lock())),
         (
             _,
             "health" | "world" | "codes" | "tokens" | "expire_tokens" | "revoke" | "faults"
-            | "mutate" | "stats" | "requests" | "records" | "served" | "secrets",
+            | "mutate" | "access" | "private" | "stats" | "requests" | "records" | "served"
+            | "secrets",
         ) => Err((
             405,
             format!("{} is not supported on {}", req.method, req.path),
@@ -55,9 +59,9 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
     }
 }
 
-type AdminResult = Result<Value, (u16, String)>;
+pub(crate) type AdminResult = Result<Value, (u16, String)>;
 
-fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, (u16, String)> {
+pub(crate) fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, (u16, String)> {
     let bytes: &[u8] = if req.body.trim_ascii().is_empty() {
         b"{}"
     } else {
@@ -257,7 +261,21 @@ fn requests(shared: &Shared, req: &Request) -> AdminResult {
     Ok(json!(&state.log[start..]))
 }
 
-fn records(state: &State) -> Response {
+/// Every existing record, or with `?login=` exactly what that login's listings return.
+fn records(state: &State, req: &Request) -> Response {
+    let pairs = req.query_pairs();
+    let viewer = match param(&pairs, "login") {
+        None => None,
+        Some(login) => match state.world.user_number(login) {
+            Some(user) => Some(state.viewer(user)),
+            None => {
+                return Response::errors(
+                    404,
+                    &format!("login {login:?} is not a user of this world"),
+                )
+            }
+        },
+    };
     let data = state.data();
     let mut out = String::from("[");
     let mut first = true;
@@ -279,18 +297,27 @@ fn records(state: &State) -> Response {
             iso(data.updated_at(resource, id)),
         );
     };
-    for user in 1..=data.world.users {
-        for company in data.ids(Resource::Companies, user) {
-            push(Resource::Companies, company);
-            for vendor in data.ids(Resource::Vendors, company) {
-                push(Resource::Vendors, vendor);
-            }
-            for project in data.ids(Resource::Projects, company) {
-                push(Resource::Projects, project);
-                for tool in Resource::PROJECT_TOOLS {
-                    for id in data.ids(tool, project) {
-                        push(tool, id);
-                    }
+    // One walk for both: the lister decides whose view it is.
+    let list = |resource: Resource, scope: u64| match &viewer {
+        Some(v) => v.ids(resource, scope),
+        None => data.ids(resource, scope),
+    };
+    let companies: Vec<u64> = match &viewer {
+        Some(v) => v.companies(),
+        None => (1..=data.world.users)
+            .flat_map(|user| data.ids(Resource::Companies, user))
+            .collect(),
+    };
+    for company in companies {
+        push(Resource::Companies, company);
+        for vendor in list(Resource::Vendors, company) {
+            push(Resource::Vendors, vendor);
+        }
+        for project in list(Resource::Projects, company) {
+            push(Resource::Projects, project);
+            for tool in Resource::PROJECT_TOOLS {
+                for id in list(tool, project) {
+                    push(tool, id);
                 }
             }
         }

@@ -1,12 +1,12 @@
-//! The Procore REST routes: which resource a path names, ownership and company-header
+//! The Procore REST routes: which resource a path names, access and company-header
 //! checks, `updated_at` filtering and pagination.
 
 use serde_json::Value;
 
+use crate::access::{ProjectAccess, Viewer};
 use crate::filters::{parse_updated_at, UPDATED_AT};
 use crate::http::{param, Response};
 use crate::pagination::{link_header, page_bounds, parse_page_request};
-use crate::records::Data;
 use crate::state::ServedKey;
 use crate::world::Resource;
 
@@ -144,7 +144,6 @@ pub fn route(method: &str, path: &str, pairs: &[(String, String)]) -> Result<Api
 
 /// The request details a list needs besides its route.
 pub struct ListRequest<'a> {
-    pub user: u64,
     pub company_header: Option<&'a str>,
     pub pairs: &'a [(String, String)],
     pub raw_query: &'a str,
@@ -152,36 +151,50 @@ pub struct ListRequest<'a> {
     pub base_url: String,
 }
 
-/// Answers a list request for an authenticated user; returns the records served.
-pub fn list(data: Data<'_>, route: ApiRoute, req: &ListRequest<'_>) -> (Response, Vec<ServedKey>) {
-    match list_inner(data, route, req) {
+/// Answers a list request as the authenticated login sees the data; returns the
+/// records served.
+pub fn list(
+    view: Viewer<'_>,
+    route: ApiRoute,
+    req: &ListRequest<'_>,
+) -> (Response, Vec<ServedKey>) {
+    match list_inner(view, route, req) {
         Ok(answer) => answer,
         Err(error) => (error.response(), Vec::new()),
     }
 }
 
 fn list_inner(
-    data: Data<'_>,
+    view: Viewer<'_>,
     route: ApiRoute,
     req: &ListRequest<'_>,
 ) -> Result<(Response, Vec<ServedKey>), RouteError> {
+    let data = view.data;
     let resource = route.resource;
     let fail = |status, message: String| RouteError::new(Some(resource), status, message);
     let scope_id = match route.scope {
-        Scope::User => req.user,
+        // Companies ignore the scope: the viewer knows whose they are.
+        Scope::User => 0,
         Scope::Company(company) => {
-            if !data.owns_company(req.user, company) {
+            if !view.reaches_company(company) {
                 return Err(fail(404, format!("Company {company} not found")));
             }
             check_company_header(req.company_header, company).map_err(|m| fail(403, m))?;
             company
         }
         Scope::Project(project) => {
-            if !data.owns_project(req.user, project) {
+            let access = view.project_access(project);
+            if access == ProjectAccess::Missing {
                 return Err(fail(404, format!("Project {project} not found")));
             }
             check_company_header(req.company_header, Resource::Projects.company_of(project))
                 .map_err(|m| fail(403, m))?;
+            if access == ProjectAccess::Forbidden {
+                return Err(fail(
+                    403,
+                    format!("You do not have permission to access project {project}"),
+                ));
+            }
             project
         }
     };
@@ -193,7 +206,7 @@ fn list_inner(
         // Endpoints without the filter ignore it, as Procore's do.
         _ => None,
     };
-    let ids: Vec<u64> = data
+    let ids: Vec<u64> = view
         .ids(resource, scope_id)
         .into_iter()
         .filter(|id| window.is_none_or(|w| w.contains(data.updated_at(resource, *id))))
@@ -241,8 +254,9 @@ fn check_company_header(header: Option<&str>, company: u64) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Access;
     use crate::http::parse_form;
-    use crate::records::Overrides;
+    use crate::records::{Data, Overrides};
     use crate::world::World;
 
     fn routed(method: &str, target: &str) -> Result<ApiRoute, RouteError> {
@@ -337,7 +351,6 @@ mod tests {
 
     fn list_request<'a>(pairs: &'a [(String, String)], header: Option<&'a str>) -> ListRequest<'a> {
         ListRequest {
-            user: 1,
             company_header: header,
             pairs,
             raw_query: "",
@@ -353,13 +366,14 @@ mod tests {
             ..World::default()
         };
         let overrides = Overrides::default();
-        let data = Data::new(&world, &overrides);
+        let access = Access::default();
+        let view = Viewer::new(Data::new(&world, &overrides), &access, 1);
         let rfis = |project| ApiRoute {
             resource: Resource::Rfis,
             scope: Scope::Project(project),
         };
         let status = |route, pairs: &[(String, String)], header| {
-            list(data, route, &list_request(pairs, header)).0.status
+            list(view, route, &list_request(pairs, header)).0.status
         };
         assert_eq!(status(rfis(2_001_001), &[], Some("2001")), 404, "not owned");
         assert_eq!(
@@ -371,7 +385,7 @@ mod tests {
         assert_eq!(status(rfis(1_001_001), &[], Some("2001")), 403);
 
         let pairs = parse_form("per_page=20&page=2");
-        let (response, served) = list(data, rfis(1_001_001), &list_request(&pairs, Some("1001")));
+        let (response, served) = list(view, rfis(1_001_001), &list_request(&pairs, Some("1001")));
         assert_eq!(response.status, 200);
         assert_eq!(served.len(), 10);
         assert_eq!(
@@ -390,7 +404,7 @@ mod tests {
         assert!(!header("Link").unwrap().contains("rel=\"next\""));
 
         let window = parse_form("filters[updated_at]=2026-01-01T00:05:00Z...2026-01-01T00:07:00Z");
-        let (response, served) = list(data, rfis(1_001_001), &list_request(&window, Some("1001")));
+        let (response, served) = list(view, rfis(1_001_001), &list_request(&window, Some("1001")));
         assert_eq!(response.status, 200);
         assert_eq!(served.len(), 3, "minutes 5, 6 and 7, inclusive");
         let bad = parse_form("filters[updated_at]=yesterday");
@@ -405,7 +419,7 @@ mod tests {
             resource: Resource::Companies,
             scope: Scope::User,
         };
-        let (response, served) = list(data, companies, &list_request(&[], None));
+        let (response, served) = list(view, companies, &list_request(&[], None));
         assert_eq!(response.status, 200);
         assert_eq!(served, vec![(Resource::Companies, 1001, 1001)]);
         assert!(!response.headers.iter().any(|(k, _)| k == "Link"));

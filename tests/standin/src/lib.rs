@@ -1,7 +1,9 @@
 //! A stand-in for the parts of Procore that `procore_sync` relies on (API, OAuth), plus
 //! admin routes for tests, served on a loopback port. See `API.md` for the contract.
 
+mod access;
 mod admin;
+mod admin_access;
 mod api;
 mod clock;
 mod faults;

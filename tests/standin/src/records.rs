@@ -94,15 +94,6 @@ impl<'a> Data<'a> {
         self.overrides.deleted.contains(&(resource, id))
     }
 
-    pub fn owns_company(&self, user: u64, company: u64) -> bool {
-        Resource::Companies.split_id(company).0 == user && self.exists(Resource::Companies, company)
-    }
-
-    pub fn owns_project(&self, user: u64, project: u64) -> bool {
-        self.owns_company(user, Resource::Projects.company_of(project))
-            && self.exists(Resource::Projects, project)
-    }
-
     /// Ids of the records currently in a scope, ascending (the order lists use).
     pub fn ids(&self, resource: Resource, scope: u64) -> Vec<u64> {
         if !self.scope_exists(resource, scope) {
@@ -315,6 +306,7 @@ impl Overrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::{Access, ProjectAccess, Viewer};
 
     fn world() -> World {
         World {
@@ -421,9 +413,13 @@ mod tests {
         o.apply(&w, Resource::Projects, 1_001_001, Mutation::Delete, at)
             .unwrap();
         let d = Data::new(&w, &o);
-        assert!(!d.owns_project(1, 1_001_001));
-        assert!(d.owns_project(1, 1_001_002));
+        let access = Access::default();
+        let opens = |user, project| {
+            Viewer::new(d, &access, user).project_access(project) == ProjectAccess::Allowed
+        };
+        assert!(!opens(1, 1_001_001));
+        assert!(opens(1, 1_001_002));
         assert!(d.ids(Resource::Rfis, 1_001_001).is_empty());
-        assert!(!d.owns_project(2, 1_001_002));
+        assert!(!opens(2, 1_001_002));
     }
 }

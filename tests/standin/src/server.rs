@@ -346,13 +346,12 @@ fn api_request(shared: &Shared, req: &Request) -> Outcome {
         .map(str::to_string)
         .unwrap_or_else(|| shared.local_addr.to_string());
     let list_request = ListRequest {
-        user,
         company_header: req.header("procore-company-id"),
         pairs: &pairs,
         raw_query: &req.query,
         base_url: format!("{}://{host}{}", shared.scheme, req.path),
     };
-    let (response, served) = api::list(state.data(), route, &list_request);
+    let (response, served) = api::list(state.viewer(user), route, &list_request);
     outcome.respond(response.with_headers(rate_headers));
     outcome.served = served;
     outcome

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
+use crate::access::{Access, Viewer};
 use crate::faults::FaultRule;
 use crate::rate_limit::{Limits, RateLimiter};
 use crate::records::{Data, Overrides};
@@ -45,6 +46,7 @@ pub struct LogEntry {
 pub struct State {
     pub world: World,
     pub overrides: Overrides,
+    pub access: Access,
     pub tokens: Tokens,
     pub limiter: RateLimiter,
     pub faults: Vec<FaultRule>,
@@ -55,8 +57,10 @@ pub struct State {
 }
 
 impl State {
+    /// `world` has passed `World::validate`, which already built its access once.
     pub fn new(world: World) -> State {
         State {
+            access: Access::from_world(&world).unwrap_or_default(),
             world,
             next_seq: 1,
             ..State::default()
@@ -75,6 +79,11 @@ impl State {
 
     pub fn data(&self) -> Data<'_> {
         Data::new(&self.world, &self.overrides)
+    }
+
+    /// The data as `user` sees it through the API.
+    pub fn viewer(&self, user: u64) -> Viewer<'_> {
+        Viewer::new(self.data(), &self.access, user)
     }
 
     pub fn limits(&self) -> Limits {

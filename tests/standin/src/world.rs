@@ -20,6 +20,35 @@ pub struct World {
     pub latency_ms: u64,
     pub client_id: String,
     pub client_secret: String,
+    /// Logins given access to companies they do not own (see `access`). Skipped when
+    /// empty so that worlds without them read back exactly as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Membership>,
+    /// Owners limited to some of their own companies' projects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owner_projects: Vec<Membership>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub private_records: Vec<PrivateRecord>,
+}
+
+/// `{"login", "company_id", "projects": [ids] | null}`; null or omitted means every
+/// project of the company.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    pub login: String,
+    pub company_id: u64,
+    #[serde(default)]
+    pub projects: Option<Vec<u64>>,
+}
+
+/// `{"resource", "id", "visible_to": [logins]}`: listed only for those logins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateRecord {
+    pub resource: String,
+    pub id: u64,
+    pub visible_to: Vec<String>,
 }
 
 impl Default for World {
@@ -37,6 +66,9 @@ impl Default for World {
             latency_ms: 0,
             client_id: "standin-client".to_string(),
             client_secret: "standin-secret".to_string(),
+            members: Vec::new(),
+            owner_projects: Vec::new(),
+            private_records: Vec::new(),
         }
     }
 }
@@ -70,7 +102,7 @@ impl World {
         if self.client_id.is_empty() || self.client_secret.is_empty() {
             return Err("client_id and client_secret must not be empty".to_string());
         }
-        Ok(())
+        crate::access::Access::from_world(self).map(drop)
     }
 
     /// `user-N` for N in 1..=users.
