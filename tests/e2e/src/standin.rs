@@ -255,6 +255,35 @@ impl Standin {
         serde_json::from_value(v).context("decoding /__admin/records")
     }
 
+    /// Gives `login` access to `company_id`, limited to `projects` (`Some(&[])` for none
+    /// of them), or takes the company away with `None`. Takes effect on the next
+    /// request; tokens stay valid.
+    pub fn set_access(&self, login: &str, company_id: i64, projects: Option<&[i64]>) -> Result<()> {
+        self.admin(
+            "POST",
+            "/__admin/access",
+            Some(&json!({"login": login, "company_id": company_id, "projects": projects})),
+        )
+        .map(drop)
+    }
+
+    /// Makes a record private to `visible_to`, or public again with `None`.
+    pub fn set_private(&self, resource: &str, id: i64, visible_to: Option<&[&str]>) -> Result<()> {
+        self.admin(
+            "POST",
+            "/__admin/private",
+            Some(&json!({"resource": resource, "id": id, "visible_to": visible_to})),
+        )
+        .map(drop)
+    }
+
+    /// Exactly the records `login`'s API listings return now.
+    pub fn records_for(&self, login: &str) -> Result<Vec<RecordKey>> {
+        let path = format!("/__admin/records?login={}", query_escape(login));
+        let v = self.admin("GET", &path, None)?;
+        serde_json::from_value(v).with_context(|| format!("decoding {path}"))
+    }
+
     /// Every distinct record served in a 200 response so far.
     pub fn served(&self) -> Result<Vec<RecordKey>> {
         let v = self.admin("GET", "/__admin/served", None)?;
@@ -371,6 +400,19 @@ fn tls_agent(ca_file: &Path) -> Result<ureq::Agent> {
         .timeout(Duration::from_secs(30))
         .tls_config(Arc::new(config))
         .build())
+}
+
+/// Logins are `user-N` today, but a test may pass anything.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn read_lossy(path: &Path) -> String {
