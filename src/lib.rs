@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 
 mod catalog;
 mod credentials;
-mod deletion_pass;
+mod visibility;
 mod errors;
 mod installed;
 mod jobs;

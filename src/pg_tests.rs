@@ -196,7 +196,7 @@ mod tests {
     /// 10,000) mark exactly the records the listing did not return, and nothing elsewhere.
     #[pg_test]
     fn deletion_pass_marks_exactly_the_unseen_records_however_large_the_listing() {
-        use crate::deletion_pass::SeenIds;
+        use crate::visibility::SeenIds;
         let has_seen_table = || {
             Spi::get_one::<bool>("SELECT to_regclass('pg_temp.procore_sync_seen') IS NOT NULL")
                 .unwrap()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{self, Resource, Scope};
-use crate::deletion_pass::SeenIds;
+use crate::visibility::SeenIds;
 use crate::errors::SyncError;
 use crate::procore::pagination::{expand_path, updated_at_filter};
 use crate::procore::rate_limit::delay_before_next;

@@ -12,7 +12,7 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 
 use super::{in_transaction, LIBRARY};
-use crate::deletion_pass;
+use crate::visibility;
 use crate::errors::SyncError;
 use crate::procore::backoff;
 use crate::queue::{self, Finish, TakenItem};
@@ -125,7 +125,7 @@ pub extern "C-unwind" fn procore_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let prepared = in_transaction(|| {
         crate::installed::use_extension_schema()?;
-        deletion_pass::limit_temp_buffers()
+        visibility::limit_temp_buffers()
     });
     match prepared {
         Ok(Ok(())) => {}
