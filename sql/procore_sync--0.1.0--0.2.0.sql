@@ -19,3 +19,57 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'procore_sync_schedule_in_database_wrapper';
 REVOKE EXECUTE ON FUNCTION procore_sync_schedule_in_database(text, text, text, text, text, boolean) FROM PUBLIC;
+
+-- Per-user visibility (issue 15). Columns are added where a fresh install has them: last.
+-- Records of 0.1.0 get first_synced_at '-infinity' without rewriting the table; no user
+-- holds a grant yet (listed_at is NULL), so each user's next sync reads every scope in full
+-- before they see anything through procore_sync_visible.
+ALTER TABLE procore_records
+    ADD COLUMN first_synced_at timestamptz NOT NULL DEFAULT '-infinity',
+    ADD COLUMN orphaned_at timestamptz;
+ALTER TABLE procore_records ALTER COLUMN first_synced_at SET DEFAULT clock_timestamp();
+ALTER TABLE procore_sync_cursor ADD COLUMN listed_at timestamptz;
+CREATE INDEX procore_sync_cursor_scope ON procore_sync_cursor (resource, company_id, project_id);
+
+CREATE TABLE procore_sync_hidden (
+    user_id    uuid NOT NULL,
+    resource   text NOT NULL,
+    company_id bigint NOT NULL,
+    procore_id bigint NOT NULL,
+    PRIMARY KEY (user_id, resource, company_id, procore_id)
+);
+CREATE INDEX procore_sync_hidden_record ON procore_sync_hidden (resource, company_id, procore_id);
+REVOKE ALL ON procore_sync_hidden FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('procore_sync_hidden', '');
+
+-- The typed views read procore_records with the querying role's rights, so a row-level
+-- security policy there applies through them.
+ALTER VIEW procore_companies SET (security_invoker = true);
+ALTER VIEW procore_projects SET (security_invoker = true);
+ALTER VIEW procore_vendors SET (security_invoker = true);
+ALTER VIEW procore_project_users SET (security_invoker = true);
+ALTER VIEW procore_rfis SET (security_invoker = true);
+ALTER VIEW procore_submittals SET (security_invoker = true);
+ALTER VIEW procore_punch_items SET (security_invoker = true);
+ALTER VIEW procore_observations SET (security_invoker = true);
+ALTER VIEW procore_change_events SET (security_invoker = true);
+
+CREATE FUNCTION procore_sync_visible(user_id uuid, resource text, company_id bigint, procore_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1
+        FROM procore_records r
+        JOIN procore_sync_cursor c
+          ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
+         AND c.project_id = coalesce(r.project_id, 0)
+        WHERE r.resource = $2 AND r.company_id = $3 AND r.procore_id = $4
+          AND c.listed_at >= r.first_synced_at
+          AND NOT EXISTS (
+              SELECT 1 FROM procore_sync_hidden h
+              WHERE h.user_id = $1 AND h.resource = $2 AND h.company_id = $3
+                AND h.procore_id = $4))
+$$;
+REVOKE EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) FROM PUBLIC;

@@ -82,6 +82,11 @@ CREATE TABLE procore_records (
     synced_at  timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz,
     data       jsonb NOT NULL,
+    -- When any user's sync first stored the record (or stored it again after a deletion):
+    -- a user sees it only once one of their own listings ran after this (visibility.sql).
+    first_synced_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Set when nobody connected can see the record's scope any more (a disconnect).
+    orphaned_at timestamptz,
     PRIMARY KEY (resource, company_id, procore_id)
 );
 CREATE INDEX procore_records_project ON procore_records (resource, project_id);
@@ -95,8 +100,27 @@ CREATE TABLE procore_sync_cursor (
     last_synced_at    timestamptz,
     last_full_sync_at timestamptz,
     last_error        text,
+    -- When this user's last successful listing of the scope ended; NULL while Procore
+    -- refuses them the scope (403/404). A row with it set is the user's grant to see the
+    -- scope's records. For user-level resources (companies) there is one row per record's
+    -- company, so a user sees exactly the companies their own listing returned.
+    listed_at         timestamptz,
     PRIMARY KEY (user_id, resource, company_id, project_id)
 );
+-- Who can see a scope, for honest deletions.
+CREATE INDEX procore_sync_cursor_scope ON procore_sync_cursor (resource, company_id, project_id);
+
+-- The exceptions to a user's grants: records in a scope they can list that their own
+-- listing did not return (private items, records of projects they cannot see).
+CREATE TABLE procore_sync_hidden (
+    user_id    uuid NOT NULL,
+    resource   text NOT NULL,
+    company_id bigint NOT NULL,
+    procore_id bigint NOT NULL,
+    PRIMARY KEY (user_id, resource, company_id, procore_id)
+);
+CREATE INDEX procore_sync_hidden_record ON procore_sync_hidden (resource, company_id, procore_id);
+REVOKE ALL ON procore_sync_hidden FROM PUBLIC;
 
 -- pg_cron's cron.job, column for column.
 CREATE TABLE procore_sync_job (
@@ -151,6 +175,7 @@ CREATE TABLE procore_sync_progress (
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_credentials', '');
 SELECT pg_catalog.pg_extension_config_dump('procore_records', '');
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_cursor', '');
+SELECT pg_catalog.pg_extension_config_dump('procore_sync_hidden', '');
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_queue', '');
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_job', '');
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_job_run_details', '');

@@ -1,13 +1,15 @@
 -- Typed views over procore_records, one per shipped resource. Casts that data from the API
 -- could break (dates, booleans) are guarded so that one odd record never makes a view fail.
+-- They read procore_records with the querying role's rights (security_invoker), so a
+-- row-level-security policy on procore_records applies through them too.
 
-CREATE VIEW procore_companies AS
+CREATE VIEW procore_companies WITH (security_invoker = true) AS
 SELECT procore_id AS id, name,
        CASE jsonb_typeof(data->'is_active') WHEN 'boolean' THEN (data->'is_active')::boolean END AS is_active,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'companies';
 
-CREATE VIEW procore_projects AS
+CREATE VIEW procore_projects WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, name,
        data->>'display_name' AS display_name,
        data->>'project_number' AS project_number,
@@ -16,7 +18,7 @@ SELECT procore_id AS id, company_id, name,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'projects';
 
-CREATE VIEW procore_vendors AS
+CREATE VIEW procore_vendors WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, name,
        data->>'abbreviated_name' AS abbreviated_name,
        data->>'trade_name' AS trade_name,
@@ -24,39 +26,39 @@ SELECT procore_id AS id, company_id, name,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'vendors';
 
-CREATE VIEW procore_project_users AS
+CREATE VIEW procore_project_users WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id, name,
        data->>'email_address' AS email_address,
        data->>'job_title' AS job_title,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'project_users';
 
-CREATE VIEW procore_rfis AS
+CREATE VIEW procore_rfis WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
        data->>'number' AS number, name AS subject, status,
        data->>'due_date' AS due_date,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'rfis';
 
-CREATE VIEW procore_submittals AS
+CREATE VIEW procore_submittals WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
        data->>'number' AS number, name AS title, status,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'submittals';
 
-CREATE VIEW procore_punch_items AS
+CREATE VIEW procore_punch_items WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id, name, status,
        data->>'priority' AS priority, data->>'position' AS position,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'punch_items';
 
-CREATE VIEW procore_observations AS
+CREATE VIEW procore_observations WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
        data->>'number' AS number, name, status, data->>'priority' AS priority,
        updated_at, synced_at, deleted_at, data
 FROM procore_records WHERE resource = 'observations';
 
-CREATE VIEW procore_change_events AS
+CREATE VIEW procore_change_events WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
        data->>'number' AS number, name AS title, status,
        updated_at, synced_at, deleted_at, data

@@ -70,8 +70,9 @@ fn store_new_connection(user: &str, tokens: &TokenPair) {
     }
 }
 
-/// Revokes the user's tokens at Procore (best effort) and forgets them. Their synced data
-/// stays.
+/// Revokes the user's tokens at Procore (best effort) and forgets them, and what they could
+/// see: records nobody else can see become orphans (kept, or deleted with
+/// `procore_sync.delete_orphaned_records`).
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_disconnect(user_id: Option<pgrx::Uuid>) -> bool {
@@ -96,6 +97,10 @@ fn procore_disconnect(user_id: Option<pgrx::Uuid>) -> bool {
     )
     .map_err(SyncError::from)
     .or_raise();
+    let orphaned = crate::visibility::forget_user(&user, settings::orphans()).or_raise();
+    if orphaned > 0 {
+        log!("procore_sync: user {user} disconnected; {orphaned} record(s) nobody else can see are orphaned");
+    }
     true
 }
 

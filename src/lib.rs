@@ -6,7 +6,6 @@ use pgrx::prelude::*;
 
 mod catalog;
 mod credentials;
-mod visibility;
 mod errors;
 mod installed;
 mod jobs;
@@ -19,12 +18,18 @@ mod settings;
 mod store;
 mod sync;
 mod token_journal;
+mod visibility;
 mod worker;
 
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/views.sql", name = "views", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/visibility.sql",
+    name = "visibility",
+    requires = ["schema"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[allow(non_snake_case)]

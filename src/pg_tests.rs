@@ -192,11 +192,29 @@ mod tests {
         ));
     }
 
+    const USER_U: &str = "00000000-0000-0000-0000-0000000000d1";
+    const USER_V: &str = "00000000-0000-0000-0000-0000000000d2";
+
+    fn full_listing(user: &str, project: i64) -> crate::visibility::Listing<'_> {
+        crate::visibility::Listing {
+            user_id: user,
+            resource: "rfis",
+            company_id: 7,
+            project_id: Some(project),
+            window_from: None,
+        }
+    }
+
+    fn csv(sql: &str) -> String {
+        Spi::get_one::<String>(sql).unwrap().unwrap_or_default()
+    }
+
     /// Both ways of holding a listing's ids (in memory, spilled to a temporary table past
-    /// 10,000) mark exactly the records the listing did not return, and nothing elsewhere.
+    /// 10,000) mark exactly the records the listing did not return, and nothing elsewhere,
+    /// when nobody else can see the scope.
     #[pg_test]
     fn deletion_pass_marks_exactly_the_unseen_records_however_large_the_listing() {
-        use crate::visibility::SeenIds;
+        use crate::visibility::{ListingEnd, SeenIds};
         let has_seen_table = || {
             Spi::get_one::<bool>("SELECT to_regclass('pg_temp.procore_sync_seen') IS NOT NULL")
                 .unwrap()
@@ -223,13 +241,17 @@ mod tests {
             }
             seen.add(&listed[..100]).unwrap(); // a page read twice after a retry
             assert_eq!(has_seen_table(), spills, "{n} ids spill: {spills}");
-            assert_eq!(seen.mark_unseen_deleted("rfis", 7, Some(70)).unwrap(), 3);
-            let marked = Spi::get_one::<String>(
+            assert_eq!(
+                seen.finish(&full_listing(USER_U, 70)).unwrap(),
+                ListingEnd {
+                    deleted: 3,
+                    hidden: 0
+                }
+            );
+            let marked = csv(
                 "SELECT string_agg(procore_id::text, ',' ORDER BY procore_id)
                  FROM procore_records WHERE deleted_at IS NOT NULL",
-            )
-            .unwrap()
-            .unwrap();
+            );
             assert_eq!(marked, gone.map(|id| id.to_string()).join(","));
             if spills {
                 assert_eq!(
@@ -239,5 +261,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A record one user's full listing leaves out stays live while another user who can
+    /// see the scope still sees it: it is only hidden from the first. Once the second
+    /// user's listing leaves it out too, it is deleted, and the exceptions go with it.
+    #[pg_test]
+    fn a_record_is_deleted_only_when_nobody_who_can_see_its_scope_still_sees_it() {
+        use crate::visibility::{ListingEnd, SeenIds};
+        Spi::run(
+            "INSERT INTO procore_records (resource, company_id, procore_id, project_id, data, first_synced_at)
+             SELECT 'rfis', 7, g, 70, '{}', now() - interval '1 hour' FROM generate_series(1, 5) g;
+             INSERT INTO procore_sync_cursor (user_id, resource, company_id, project_id, listed_at)
+             VALUES ('00000000-0000-0000-0000-0000000000d1', 'rfis', 7, 70, now()),
+                    ('00000000-0000-0000-0000-0000000000d2', 'rfis', 7, 70, now())",
+        )
+        .unwrap();
+        let visible = |user: &str, id: i64| {
+            Spi::get_one_with_args::<bool>(
+                "SELECT procore_sync_visible($1::uuid, 'rfis', 7, $2)",
+                &[user.into(), id.into()],
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert!(visible(USER_U, 5) && visible(USER_V, 5));
+
+        // U no longer gets record 5 (V still may): hidden from U, live for V.
+        let mut seen = SeenIds::new();
+        seen.add(&[1, 2, 3, 4]).unwrap();
+        let end = seen.finish(&full_listing(USER_U, 70)).unwrap();
+        assert_eq!(
+            end,
+            ListingEnd {
+                deleted: 0,
+                hidden: 1
+            }
+        );
+        assert!(!visible(USER_U, 5) && visible(USER_V, 5));
+        assert_eq!(
+            count("SELECT count(*) FROM procore_records WHERE deleted_at IS NOT NULL"),
+            0
+        );
+
+        // V's listing leaves it out too: gone for everyone, and nobody keeps an exception.
+        let mut seen = SeenIds::new();
+        seen.add(&[1, 2, 3, 4]).unwrap();
+        let end = seen.finish(&full_listing(USER_V, 70)).unwrap();
+        assert_eq!(
+            end,
+            ListingEnd {
+                deleted: 1,
+                hidden: 0
+            }
+        );
+        assert_eq!(
+            csv("SELECT string_agg(procore_id::text, ',') FROM procore_records WHERE deleted_at IS NOT NULL"),
+            "5"
+        );
+        assert_eq!(count("SELECT count(*) FROM procore_sync_hidden"), 0);
+
+        // A record U's listing returns again is shown again.
+        Spi::run(
+            "INSERT INTO procore_sync_hidden VALUES ('00000000-0000-0000-0000-0000000000d1', 'rfis', 7, 4)",
+        )
+        .unwrap();
+        assert!(!visible(USER_U, 4));
+        let mut seen = SeenIds::new();
+        seen.add(&[1, 2, 3, 4]).unwrap();
+        seen.finish(&full_listing(USER_U, 70)).unwrap();
+        assert!(visible(USER_U, 4));
+        // Nobody without a grant sees anything; a record stored after a user's last listing
+        // waits for their next one.
+        assert!(!visible("00000000-0000-0000-0000-0000000000d3", 1));
+        Spi::run("UPDATE procore_records SET first_synced_at = now() + interval '1 minute' WHERE procore_id = 1")
+            .unwrap();
+        assert!(!visible(USER_U, 1));
     }
 }

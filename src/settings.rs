@@ -27,6 +27,7 @@ pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 pub static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static MAX_RESPONSE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static FULL_SYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
+pub static DELETE_ORPHANED_RECORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn register() {
     // A postmaster-level setting can only be defined while libraries are preloaded; loaded
@@ -167,6 +168,14 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"procore_sync.delete_orphaned_records",
+        c"Delete the records nobody connected can see any more when a user disconnects.",
+        c"Off: they are kept and marked with orphaned_at until someone's sync lists them again.",
+        &DELETE_ORPHANED_RECORDS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"procore_sync.max_response_size",
         c"Largest Procore response body accepted, in megabytes.",
@@ -221,6 +230,15 @@ pub fn retention_seconds() -> i64 {
 
 pub fn full_sync_interval_seconds() -> i64 {
     i64::from(FULL_SYNC_INTERVAL_S.get())
+}
+
+/// What a disconnect does to the records nobody else can see.
+pub fn orphans() -> crate::visibility::Orphans {
+    if DELETE_ORPHANED_RECORDS.get() {
+        crate::visibility::Orphans::Delete
+    } else {
+        crate::visibility::Orphans::Keep
+    }
 }
 
 pub fn lease_seconds() -> i64 {

@@ -153,9 +153,13 @@ pub fn upsert_page(
             ON CONFLICT (resource, company_id, procore_id) DO UPDATE
             SET project_id = EXCLUDED.project_id, name = EXCLUDED.name, status = EXCLUDED.status,
                 updated_at = EXCLUDED.updated_at, data = EXCLUDED.data, synced_at = now(),
-                deleted_at = NULL
+                deleted_at = NULL, orphaned_at = NULL,
+                -- back from the dead: nobody's earlier listing vouches for who may see it
+                first_synced_at = CASE WHEN r.deleted_at IS NOT NULL THEN clock_timestamp()
+                                       ELSE r.first_synced_at END
             WHERE r.data IS DISTINCT FROM EXCLUDED.data
                OR r.deleted_at IS NOT NULL
+               OR r.orphaned_at IS NOT NULL
                OR r.project_id IS DISTINCT FROM EXCLUDED.project_id
             RETURNING 1)
          SELECT count(*) FROM up",
@@ -256,8 +260,15 @@ pub fn save_rate_limit(queue_id: i64, rate_limit: &RateLimit) -> Result<(), Sync
     Ok(())
 }
 
-/// When a resource was last read, and last read in full.
-pub type CursorTimes = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// Where a user's reading of one resource in one scope stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CursorTimes {
+    /// The end of the last pass's window.
+    pub last_synced: Option<DateTime<Utc>>,
+    pub last_full: Option<DateTime<Utc>>,
+    /// When the last successful listing ended: the user's grant to see the scope.
+    pub listed: Option<DateTime<Utc>>,
+}
 
 /// When this user last finished `resource` in this scope, for incremental reads.
 pub fn cursor(
@@ -269,7 +280,8 @@ pub fn cursor(
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT extract(epoch FROM last_synced_at)::float8,
-                    extract(epoch FROM last_full_sync_at)::float8
+                    extract(epoch FROM last_full_sync_at)::float8,
+                    extract(epoch FROM listed_at)::float8
              FROM procore_sync_cursor
              WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
             Some(1),
@@ -284,13 +296,18 @@ pub fn cursor(
             return Ok(None);
         };
         let at = |v: Option<f64>| v.and_then(|e| Utc.timestamp_opt(e as i64, 0).single());
-        Ok(Some((at(row.get(1)?), at(row.get(2)?))))
+        Ok(Some(CursorTimes {
+            last_synced: at(row.get(1)?),
+            last_full: at(row.get(2)?),
+            listed: at(row.get(3)?),
+        }))
     })
 }
 
 /// Records that a pass over one resource in one scope finished. `window_end` is the upper
 /// bound the pass asked for (or its start for a full pass), never the finish time, so no
-/// change made during the pass is skipped next time.
+/// change made during the pass is skipped next time. A pass without error also renews the
+/// user's grant to see the scope (`listed_at`).
 pub fn save_cursor(
     user_id: &str,
     resource: &str,
@@ -302,14 +319,17 @@ pub fn save_cursor(
 ) -> Result<(), SyncError> {
     Spi::run_with_args(
         "INSERT INTO procore_sync_cursor AS c
-             (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at, last_error)
+             (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at,
+              last_error, listed_at)
          VALUES ($1::uuid, $2, $3, $4,
                  CASE WHEN $7::text IS NULL THEN to_timestamp($5) END,
-                 CASE WHEN $6 AND $7::text IS NULL THEN to_timestamp($5) END, $7)
+                 CASE WHEN $6 AND $7::text IS NULL THEN to_timestamp($5) END, $7,
+                 CASE WHEN $7::text IS NULL THEN clock_timestamp() END)
          ON CONFLICT (user_id, resource, company_id, project_id) DO UPDATE
          SET last_synced_at = coalesce(EXCLUDED.last_synced_at, c.last_synced_at),
              last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
-             last_error = EXCLUDED.last_error",
+             last_error = EXCLUDED.last_error,
+             listed_at = coalesce(EXCLUDED.listed_at, c.listed_at)",
         &[
             user_id.into(),
             resource.into(),

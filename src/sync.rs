@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{self, Resource, Scope};
-use crate::visibility::SeenIds;
 use crate::errors::SyncError;
 use crate::procore::pagination::{expand_path, updated_at_filter};
 use crate::procore::rate_limit::delay_before_next;
@@ -15,6 +14,7 @@ use crate::procore::{backoff, Client, Page, PageRequest, ProcoreError, RateLimit
 use crate::records;
 use crate::settings;
 use crate::store::{self, Progress};
+use crate::visibility::{self, Listing, SeenIds};
 use crate::worker::in_transaction;
 
 /// Refresh this long before expiry, so no request goes out with a token about to die.
@@ -166,11 +166,18 @@ impl Session<'_> {
                 ))
             }
         };
+        let user = self.item.user_id.clone();
+        if let Some(companies) = &companies {
+            step(|| visibility::revoke_other_companies(&user, companies))?;
+        }
         for company_id in companies.unwrap_or_default() {
             let mut project_ids = Vec::new();
             for resource in by_scope(Scope::Company) {
                 let seen = self.sync_resource(resource, Some(company_id), None)?;
                 if resource.name == "projects" {
+                    if let Some(projects) = &seen {
+                        step(|| visibility::revoke_other_projects(&user, company_id, projects))?;
+                    }
                     project_ids = seen.unwrap_or_default();
                 }
             }
@@ -197,7 +204,7 @@ impl Session<'_> {
         match self.read_resource(resource, company_id, project_id) {
             Ok(ids) => Ok(Some(ids)),
             Err(ResourceFailure::Sync(f)) => Err(f),
-            Err(ResourceFailure::Resource(message)) => {
+            Err(ResourceFailure::Resource { message, denied }) => {
                 let scope = match (company_id, project_id) {
                     (_, Some(p)) => format!(" in project {p}"),
                     (Some(c), None) => format!(" in company {c}"),
@@ -207,16 +214,23 @@ impl Session<'_> {
                 pgrx::warning!("procore_sync: user {}: {error}", self.item.user_id);
                 let user = self.item.user_id.clone();
                 let name = resource.name.clone();
+                let (cursor_company, cursor_project) =
+                    (company_id.unwrap_or(0), project_id.unwrap_or(0));
                 step(|| {
                     store::save_cursor(
                         &user,
                         &name,
-                        company_id.unwrap_or(0),
-                        project_id.unwrap_or(0),
+                        cursor_company,
+                        cursor_project,
                         Utc::now(),
                         false,
                         Some(&message),
-                    )
+                    )?;
+                    // Procore no longer lets this user see the scope: neither do we.
+                    if denied {
+                        visibility::deny_scope(&user, &name, cursor_company, cursor_project)?;
+                    }
+                    Ok(())
                 })?;
                 self.outcome.resource_errors.push(error);
                 Ok(None)
@@ -231,13 +245,15 @@ impl Session<'_> {
         project_id: Option<i64>,
     ) -> Result<Vec<i64>, ResourceFailure> {
         let path = expand_path(&resource.path_template, company_id, project_id)
-            .map_err(ResourceFailure::Resource)?;
+            .map_err(ResourceFailure::resource)?;
         let (cursor_company, cursor_project) = (company_id.unwrap_or(0), project_id.unwrap_or(0));
         let user = self.item.user_id.clone();
         let pass_started = Utc::now();
-        // Companies and projects are always read whole: the walk needs every id.
+        // Companies and projects are always read whole: the walk needs every id. User-level
+        // listings too: their grants are per record (see visibility).
         let structural = resource.name == "companies" || resource.name == "projects";
-        let since = if resource.supports_updated_at_filter && !structural {
+        let user_level = resource.scope == Scope::User;
+        let since = if resource.supports_updated_at_filter && !structural && !user_level {
             let cursor =
                 step(|| store::cursor(&user, &resource.name, cursor_company, cursor_project))?;
             incremental_since(cursor, pass_started, settings::full_sync_interval_seconds())
@@ -252,14 +268,14 @@ impl Session<'_> {
             None => Vec::new(),
         };
         let per_page = resource.paginated.then_some(resource.per_page);
-        // The walk needs the ids of companies and projects; only a full listing of a
-        // company's or project's records can reveal deletions.
+        // The walk needs the ids of companies and projects, and a user-level listing grants
+        // its records one by one; a company's or project's listing ends with what it
+        // returned (visibility, deletions).
         let mut walk_ids = Vec::new();
-        let deletion_scope = match (since, resource.scope, company_id) {
-            (None, Scope::Company | Scope::Project, Some(company)) => Some(company),
+        let mut seen = match (user_level, company_id) {
+            (false, Some(_)) => Some(SeenIds::new()),
             _ => None,
         };
-        let mut seen = deletion_scope.map(|_| SeenIds::new());
         let mut next: Option<String> = None;
         loop {
             let request = match &next {
@@ -273,9 +289,9 @@ impl Session<'_> {
             let page = self.fetch(request, company_id)?;
             next = page.next_url;
             let rows = records::page_rows(page.records)
-                .map_err(|e| ResourceFailure::Resource(format!("bad data from Procore: {e}")))?;
+                .map_err(|e| ResourceFailure::resource(format!("bad data from Procore: {e}")))?;
             let page_ids: Vec<i64> = rows.iter().map(|r| r.procore_id).collect();
-            if structural {
+            if structural || user_level {
                 walk_ids.extend_from_slice(&page_ids);
             }
             self.pages += 1;
@@ -287,6 +303,7 @@ impl Session<'_> {
                 company_id
             };
             let written = step(|| {
+                visibility::lock_scope(name, record_company, project_id)?;
                 if let Some(seen) = seen.as_mut() {
                     seen.add(&page_ids)?;
                 }
@@ -304,6 +321,24 @@ impl Session<'_> {
         let full_pass = since.is_none();
         let name = resource.name.clone();
         step(|| {
+            let record_company = if user_level { None } else { company_id };
+            visibility::lock_scope(&name, record_company, project_id)?;
+            // Before save_cursor moves listed_at: the end of the listing compares with the
+            // previous one. Company lists are per user, so a company missing from one user's
+            // list says nothing about the others: it is only no longer theirs.
+            match (seen, company_id) {
+                (Some(seen), Some(company)) => {
+                    seen.finish(&Listing {
+                        user_id: &user,
+                        resource: &name,
+                        company_id: company,
+                        project_id,
+                        window_from: since,
+                    })?;
+                }
+                _ if user_level => visibility::grant_listed_records(&user, &name, &walk_ids)?,
+                _ => {}
+            }
             store::save_cursor(
                 &user,
                 &name,
@@ -312,13 +347,7 @@ impl Session<'_> {
                 pass_started,
                 full_pass,
                 None,
-            )?;
-            // A full listing is the only way Procore reveals deletions. Company lists are per
-            // user, so a company missing from one user's list says nothing about the others.
-            if let (Some(seen), Some(company)) = (seen, deletion_scope) {
-                seen.mark_unseen_deleted(&name, company, project_id)?;
-            }
-            Ok(())
+            )
         })?;
         Ok(walk_ids)
     }
@@ -424,7 +453,12 @@ impl Session<'_> {
                     | ProcoreError::BadResponse(_)
                     | ProcoreError::TooLarge { .. }),
                 ) if !e.is_retryable() => {
-                    return Err(ResourceFailure::Resource(e.to_string()));
+                    let denied =
+                        matches!(e, ProcoreError::Forbidden(_) | ProcoreError::NotFound(_));
+                    return Err(ResourceFailure::Resource {
+                        message: e.to_string(),
+                        denied,
+                    });
                 }
                 Err(e) => return Err(ResourceFailure::Sync(SyncFailure::from_procore(e))),
             }
@@ -517,13 +551,20 @@ impl Session<'_> {
 }
 
 /// Where an incremental pass starts, or None for a full pass: the first pass, a pass after a
-/// failure, and one every `full_sync_interval` are full.
+/// failure, one every `full_sync_interval`, and one while the user holds no grant to the
+/// scope (never listed it, was refused it, or came from 0.1.0, which kept no grants) are
+/// full.
 fn incremental_since(
     cursor: Option<store::CursorTimes>,
     now: DateTime<Utc>,
     full_sync_interval_s: i64,
 ) -> Option<DateTime<Utc>> {
-    let (Some(last_synced), Some(last_full)) = cursor? else {
+    let store::CursorTimes {
+        last_synced: Some(last_synced),
+        last_full: Some(last_full),
+        listed: Some(_),
+    } = cursor?
+    else {
         return None;
     };
     if now - last_full >= TimeDelta::seconds(full_sync_interval_s) {
@@ -533,10 +574,20 @@ fn incremental_since(
 }
 
 enum ResourceFailure {
-    /// Fails this resource in this scope only; the rest of the sync goes on.
-    Resource(String),
+    /// Fails this resource in this scope only; the rest of the sync goes on. `denied`: Procore
+    /// refused the user the scope (403, 404), which takes away their grant to it.
+    Resource { message: String, denied: bool },
     /// Stops the whole sync.
     Sync(SyncFailure),
+}
+
+impl ResourceFailure {
+    fn resource(message: String) -> Self {
+        ResourceFailure::Resource {
+            message,
+            denied: false,
+        }
+    }
 }
 
 impl From<SyncFailure> for ResourceFailure {
@@ -554,30 +605,47 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap()
     }
 
+    fn cursor(last: DateTime<Utc>, full: Option<DateTime<Utc>>) -> Option<store::CursorTimes> {
+        Some(store::CursorTimes {
+            last_synced: Some(last),
+            last_full: full,
+            listed: Some(last),
+        })
+    }
+
     #[test]
     fn first_pass_and_stale_full_pass_are_full() {
         assert_eq!(incremental_since(None, at(12), 86_400), None);
         assert_eq!(
-            incremental_since(Some((Some(at(11)), None)), at(12), 86_400),
+            incremental_since(cursor(at(11), None), at(12), 86_400),
             None
         );
         let long_ago = at(0) - TimeDelta::days(2);
         assert_eq!(
-            incremental_since(Some((Some(at(11)), Some(long_ago))), at(12), 86_400),
+            incremental_since(cursor(at(11), Some(long_ago)), at(12), 86_400),
             None
         );
     }
 
     #[test]
     fn incremental_pass_starts_before_the_last_one() {
-        let since = incremental_since(Some((Some(at(11)), Some(at(1)))), at(12), 86_400);
+        let since = incremental_since(cursor(at(11), Some(at(1))), at(12), 86_400);
         assert_eq!(since, Some(at(11) - INCREMENTAL_OVERLAP));
+    }
+
+    #[test]
+    fn a_scope_without_a_grant_is_read_in_full() {
+        let mut refused = cursor(at(11), Some(at(1)));
+        if let Some(c) = refused.as_mut() {
+            c.listed = None;
+        }
+        assert_eq!(incremental_since(refused, at(12), 86_400), None);
     }
 
     #[test]
     fn zero_interval_means_always_full() {
         assert_eq!(
-            incremental_since(Some((Some(at(11)), Some(at(11)))), at(12), 0),
+            incremental_since(cursor(at(11), Some(at(11))), at(12), 0),
             None
         );
     }

@@ -1,8 +1,15 @@
-//! The deletion pass: after a full listing, the records Procore no longer returned are
-//! marked deleted. The ids a listing returned stay in memory while they are few; a large
-//! listing spills them to a temporary table page by page, so a resource of any size costs a
-//! worker the same memory (one statement over 200,000 ids in an array cost the planner
-//! about 40 MB).
+//! What one user's finished listing means: which records that user may see, and which
+//! records are gone for everyone (SPEC §8, per-user visibility).
+//!
+//! A user's grant to a scope (resource × company × project) is their cursor row with
+//! `listed_at` set: their own listing of the scope succeeded then. The exceptions are rows in
+//! `procore_sync_hidden`: records of the scope their listing left out (private items,
+//! records of projects they cannot see). A record is marked deleted only when a full listing
+//! leaves it out and nobody else who can see the scope still sees it.
+//!
+//! The ids a listing returned stay in memory while they are few; a large listing spills them
+//! to a temporary table page by page, so a resource of any size costs a worker the same
+//! memory (one statement over 200,000 ids in an array cost the planner about 40 MB).
 
 use pgrx::prelude::*;
 
@@ -11,7 +18,7 @@ use crate::errors::SyncError;
 /// Past this many ids a listing spills. Statements over an array this size plan in a few MB.
 const IN_MEMORY_IDS: usize = 10_000;
 
-/// The ids one full listing returned so far.
+/// The ids one listing returned so far.
 pub struct SeenIds {
     in_memory: Vec<i64>,
     spilled: bool,
@@ -50,52 +57,271 @@ impl SeenIds {
         insert_spilled(page)
     }
 
-    /// Marks the scope's records that the listing did not return as deleted; returns how
-    /// many it marked.
-    pub fn mark_unseen_deleted(
-        self,
-        resource: &str,
-        company_id: i64,
-        project_id: Option<i64>,
-    ) -> Result<i64, SyncError> {
-        if !self.spilled {
-            let marked = Spi::get_one_with_args::<i64>(
-                "WITH gone AS (
-                    UPDATE procore_records SET deleted_at = now()
-                    WHERE resource = $1 AND company_id = $2
-                      AND project_id IS NOT DISTINCT FROM $3
-                      AND deleted_at IS NULL
-                      AND NOT (procore_id = ANY ($4::bigint[]))
-                    RETURNING 1)
-                 SELECT count(*) FROM gone",
-                &[
-                    resource.into(),
-                    company_id.into(),
-                    project_id.into(),
-                    self.in_memory.into(),
-                ],
-            )?;
-            return Ok(marked.unwrap_or(0));
-        }
-        // Without statistics the planner would guess the temporary table's size.
-        Spi::run("ANALYZE pg_temp.procore_sync_seen")?;
-        let scope = [resource.into(), company_id.into(), project_id.into()];
-        let marked = Spi::get_one_with_args::<i64>(
-            "WITH gone AS (
-                UPDATE procore_records r SET deleted_at = now()
-                WHERE resource = $1 AND company_id = $2
-                  AND project_id IS NOT DISTINCT FROM $3
-                  AND deleted_at IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM pg_temp.procore_sync_seen s
-                                  WHERE s.procore_id = r.procore_id)
-                RETURNING 1)
-             SELECT count(*) FROM gone",
-            &scope,
+    /// Records what a finished listing of a company or project scope means: the records it
+    /// left out are hidden from this user (on an incremental listing, only those that
+    /// changed in its window or arrived since the user's last listing, since nothing else
+    /// can be expected in it), the ones it returned are shown again, and on a full listing
+    /// the records nobody else who can see the scope still sees are marked deleted. Call it
+    /// after `lock_scope`, before the cursor's `listed_at` moves.
+    pub fn finish(self, listing: &Listing) -> Result<ListingEnd, SyncError> {
+        let sql = if self.spilled {
+            // Without statistics the planner would guess the temporary table's size.
+            Spi::run("ANALYZE pg_temp.procore_sync_seen")?;
+            FINISH_SPILLED
+        } else {
+            FINISH_IN_MEMORY
+        };
+        let window_from = listing
+            .window_from
+            .map(|t| t.timestamp_micros() as f64 / 1e6);
+        let (deleted, hidden) = Spi::get_two_with_args::<i64, i64>(
+            sql,
+            &[
+                listing.user_id.into(),
+                listing.resource.into(),
+                listing.company_id.into(),
+                listing.project_id.into(),
+                listing.window_from.is_none().into(),
+                window_from.into(),
+                self.in_memory.into(),
+            ],
         )?;
-        Spi::run("TRUNCATE pg_temp.procore_sync_seen")?;
-        Ok(marked.unwrap_or(0))
+        if self.spilled {
+            Spi::run("TRUNCATE pg_temp.procore_sync_seen")?;
+        }
+        Ok(ListingEnd {
+            deleted: deleted.unwrap_or(0),
+            hidden: hidden.unwrap_or(0),
+        })
     }
 }
+
+/// A finished listing of one scope by one user.
+pub struct Listing<'a> {
+    pub user_id: &'a str,
+    pub resource: &'a str,
+    pub company_id: i64,
+    pub project_id: Option<i64>,
+    /// Where an incremental listing's `filters[updated_at]` window started; None when the
+    /// listing was full.
+    pub window_from: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListingEnd {
+    /// Records marked deleted for everyone.
+    pub deleted: i64,
+    /// Records newly hidden from this user.
+    pub hidden: i64,
+}
+
+/// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table.
+/// `$1` user, `$2` resource, `$3` company, `$4` project (NULL for a company scope), `$5`
+/// whether the listing was full, `$6` its window's start (epoch seconds).
+macro_rules! finish_listing_sql {
+    ($left_out:literal, $returned:literal) => {
+        concat!(
+            "WITH prev AS (
+                SELECT listed_at FROM procore_sync_cursor
+                WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3
+                  AND project_id = coalesce($4, 0)),
+            unseen AS (
+                SELECT r.procore_id, r.updated_at, r.first_synced_at FROM procore_records r
+                WHERE r.resource = $2 AND r.company_id = $3 AND r.project_id IS NOT DISTINCT FROM $4
+                  AND r.deleted_at IS NULL AND ",
+            $left_out,
+            "),
+            gone AS (
+                UPDATE procore_records r SET deleted_at = now()
+                FROM unseen u
+                WHERE $5 AND r.resource = $2 AND r.company_id = $3 AND r.procore_id = u.procore_id
+                  AND NOT EXISTS (
+                      SELECT 1 FROM procore_sync_cursor c
+                      WHERE c.resource = $2 AND c.company_id = $3 AND c.project_id = coalesce($4, 0)
+                        AND c.user_id <> $1::uuid AND c.listed_at >= u.first_synced_at
+                        AND NOT EXISTS (
+                            SELECT 1 FROM procore_sync_hidden h
+                            WHERE h.user_id = c.user_id AND h.resource = $2
+                              AND h.company_id = $3 AND h.procore_id = u.procore_id))
+                RETURNING r.procore_id),
+            forgotten AS (
+                DELETE FROM procore_sync_hidden h USING gone g
+                WHERE h.resource = $2 AND h.company_id = $3 AND h.procore_id = g.procore_id),
+            hidden AS (
+                INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
+                SELECT $1::uuid, $2, $3, u.procore_id FROM unseen u
+                WHERE ($5 OR u.updated_at >= to_timestamp($6)
+                       OR u.first_synced_at > coalesce((SELECT listed_at FROM prev), '-infinity'))
+                  AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.procore_id = u.procore_id)
+                ON CONFLICT DO NOTHING
+                RETURNING 1),
+            shown AS (
+                DELETE FROM procore_sync_hidden h
+                WHERE h.user_id = $1::uuid AND h.resource = $2 AND h.company_id = $3 AND ",
+            $returned,
+            ")
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM hidden)"
+        )
+    };
+}
+
+const FINISH_IN_MEMORY: &str = finish_listing_sql!(
+    "NOT (r.procore_id = ANY ($7::bigint[]))",
+    "h.procore_id = ANY ($7::bigint[])"
+);
+const FINISH_SPILLED: &str = finish_listing_sql!(
+    "NOT EXISTS (SELECT 1 FROM pg_temp.procore_sync_seen s WHERE s.procore_id = r.procore_id)",
+    "h.procore_id IN (SELECT s.procore_id FROM pg_temp.procore_sync_seen s)"
+);
+
+/// Serialises, per scope, the writes of a page and the end of a listing: a record another
+/// user's sync stores is then either seen by the listing's end (and hidden if left out) or
+/// stored after it, with a `first_synced_at` past the listing, and so not visible yet.
+pub fn lock_scope(
+    resource: &str,
+    company_id: Option<i64>,
+    project_id: Option<i64>,
+) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2 || ':' || coalesce($3::text, '') || ':'
+                                                    || coalesce($4::text, '')))",
+        &[
+            SCOPE_LOCK_CLASS.into(),
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Advisory lock class of `lock_scope` ("PSSC").
+const SCOPE_LOCK_CLASS: i32 = 0x5053_5343;
+
+/// A user-level listing (companies) grants the user exactly the records it returned, one
+/// grant per record (each is its own company), and takes back the others.
+pub fn grant_listed_records(user_id: &str, resource: &str, ids: &[i64]) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "WITH revoked AS (
+            DELETE FROM procore_sync_cursor
+            WHERE user_id = $1::uuid AND resource = $2 AND company_id <> 0
+              AND NOT (company_id = ANY ($3::bigint[])))
+         INSERT INTO procore_sync_cursor AS c (user_id, resource, company_id, project_id, listed_at)
+         SELECT DISTINCT $1::uuid, $2, id, 0, clock_timestamp() FROM unnest($3::bigint[]) id
+         ON CONFLICT (user_id, resource, company_id, project_id)
+         DO UPDATE SET listed_at = EXCLUDED.listed_at",
+        &[user_id.into(), resource.into(), ids.to_vec().into()],
+    )?;
+    Ok(())
+}
+
+/// The user's companies listing no longer returns these companies: every grant the user
+/// held in them goes.
+pub fn revoke_other_companies(user_id: &str, company_ids: &[i64]) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_cursor c
+         WHERE c.user_id = $1::uuid AND c.company_id <> 0
+           AND NOT (c.company_id = ANY ($2::bigint[]))
+           AND c.resource IN (SELECT name FROM procore_sync_resource WHERE scope <> 'user')",
+        &[user_id.into(), company_ids.to_vec().into()],
+    )?;
+    Ok(())
+}
+
+/// The user's projects listing of a company no longer returns these projects: the grants
+/// to their tools go.
+pub fn revoke_other_projects(
+    user_id: &str,
+    company_id: i64,
+    project_ids: &[i64],
+) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_cursor
+         WHERE user_id = $1::uuid AND company_id = $2 AND project_id <> 0
+           AND NOT (project_id = ANY ($3::bigint[]))",
+        &[
+            user_id.into(),
+            company_id.into(),
+            project_ids.to_vec().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Procore refused the user this scope (403, 404): they see none of its records until a
+/// listing succeeds again.
+pub fn deny_scope(
+    user_id: &str,
+    resource: &str,
+    company_id: i64,
+    project_id: i64,
+) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_cursor SET listed_at = NULL
+         WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
+        &[
+            user_id.into(),
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// What becomes of records nobody connected can see any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphans {
+    /// Kept, with `orphaned_at` set; a later listing by anyone clears it.
+    Keep,
+    Delete,
+}
+
+/// A disconnected user sees nothing: their grants and exceptions go. Records of the scopes
+/// only they could see become orphans. Returns how many records were orphaned.
+pub fn forget_user(user_id: &str, orphans: Orphans) -> Result<i64, SyncError> {
+    let sql = match orphans {
+        Orphans::Keep => FORGET_USER_KEEP_ORPHANS,
+        Orphans::Delete => FORGET_USER_DELETE_ORPHANS,
+    };
+    Ok(Spi::get_one_with_args::<i64>(sql, &[user_id.into()])?.unwrap_or(0))
+}
+
+/// The statement behind `forget_user`: `$change` is done to the orphaned records,
+/// `$join` names how the orphaned scopes are joined to them.
+macro_rules! forget_user_sql {
+    ($change:literal, $join:literal) => {
+        concat!(
+            "WITH revoked AS (
+                DELETE FROM procore_sync_cursor WHERE user_id = $1::uuid
+                RETURNING resource, company_id, project_id, listed_at),
+            unhidden AS (DELETE FROM procore_sync_hidden WHERE user_id = $1::uuid),
+            orphaned_scope AS (
+                SELECT DISTINCT g.resource, g.company_id, g.project_id FROM revoked g
+                WHERE g.listed_at IS NOT NULL AND g.company_id <> 0
+                  AND NOT EXISTS (
+                      SELECT 1 FROM procore_sync_cursor c
+                      WHERE c.resource = g.resource AND c.company_id = g.company_id
+                        AND c.project_id = g.project_id AND c.user_id <> $1::uuid
+                        AND c.listed_at IS NOT NULL)),
+            orphaned AS (",
+            $change,
+            " ",
+            $join,
+            " orphaned_scope o
+                WHERE r.resource = o.resource AND r.company_id = o.company_id
+                  AND coalesce(r.project_id, 0) = o.project_id
+                RETURNING 1)
+            SELECT count(*) FROM orphaned"
+        )
+    };
+}
+
+const FORGET_USER_KEEP_ORPHANS: &str = forget_user_sql!(
+    "UPDATE procore_records r SET orphaned_at = coalesce(r.orphaned_at, now())",
+    "FROM"
+);
+const FORGET_USER_DELETE_ORPHANS: &str = forget_user_sql!("DELETE FROM procore_records r", "USING");
 
 fn insert_spilled(ids: &[i64]) -> Result<(), SyncError> {
     // A page fetched again after a retry repeats ids.

@@ -12,13 +12,13 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 
 use super::{in_transaction, LIBRARY};
-use crate::visibility;
 use crate::errors::SyncError;
 use crate::procore::backoff;
 use crate::queue::{self, Finish, TakenItem};
 use crate::settings;
 use crate::store;
 use crate::sync::{self, SyncFailure, SyncItem};
+use crate::visibility;
 
 /// Advisory-lock class whose (class, slot) locks cap the pool at `max_workers`.
 const POOL_LOCK_CLASS: i32 = 0x5053_4E43;

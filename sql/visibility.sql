@@ -1,0 +1,26 @@
+-- Per-user visibility: may this app user see this record? True when one of the user's own
+-- listings covers the record's scope (a grant in procore_sync_cursor), ran after the record
+-- was first stored, and did not leave it out (procore_sync_hidden). For row-level security:
+--   CREATE POLICY ... ON procore_records FOR SELECT TO app
+--       USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id));
+-- It runs as the extension owner so that the app role needs no access to the grants and
+-- exceptions, and answers only about the one record it is asked about.
+CREATE FUNCTION procore_sync_visible(user_id uuid, resource text, company_id bigint, procore_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1
+        FROM procore_records r
+        JOIN procore_sync_cursor c
+          ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
+         AND c.project_id = coalesce(r.project_id, 0)
+        WHERE r.resource = $2 AND r.company_id = $3 AND r.procore_id = $4
+          AND c.listed_at >= r.first_synced_at
+          AND NOT EXISTS (
+              SELECT 1 FROM procore_sync_hidden h
+              WHERE h.user_id = $1 AND h.resource = $2 AND h.company_id = $3
+                AND h.procore_id = $4))
+$$;
+REVOKE EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) FROM PUBLIC;

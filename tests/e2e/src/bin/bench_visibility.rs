@@ -1,0 +1,292 @@
+//! `bench_visibility`: what per-user visibility costs (issue 15), on a throwaway cluster.
+//!
+//! 1. Storage: many users sharing a few companies, with the grants and exceptions a sync
+//!    would leave (each user lists every project of their companies, some users are kept
+//!    out of some projects, some RFIs are private to a few users), against the records.
+//! 2. The row-level-security predicate: a user's page of 100 RFIs through the typed view,
+//!    as the superuser (no policy) and as an app role under the documented policy, with
+//!    both plans.
+//!
+//! The rows are generated in SQL in the shapes the sync writes: syncing 1,000 users through
+//! the stand-in would take hours and measure the network instead. Nothing asserts on time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use procore_sync_e2e::{Cluster, ClusterOptions};
+
+#[derive(Parser, Debug)]
+#[command(about = "Storage and RLS cost of per-user visibility")]
+struct Args {
+    /// App users, each a member of every company.
+    #[arg(long, default_value_t = 1000)]
+    users: i64,
+    #[arg(long, default_value_t = 10)]
+    companies: i64,
+    #[arg(long, default_value_t = 10)]
+    projects_per_company: i64,
+    /// Records of each of the 6 project tools per project (834: about 500,000 records).
+    #[arg(long, default_value_t = 834)]
+    records_per_tool: i64,
+    /// Size of a record's JSON; Procore's RFIs and submittals run to several KB.
+    #[arg(long, default_value_t = 1000)]
+    json_bytes: i64,
+    /// Percent of users kept out of 2 projects of each company.
+    #[arg(long, default_value_t = 20)]
+    restricted_percent: i64,
+    /// Private RFIs per thousand, each visible to 5 users.
+    #[arg(long, default_value_t = 5)]
+    private_per_mille: i64,
+    /// Timed runs of each page query.
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+}
+
+const PROJECT_TOOLS: &str =
+    "ARRAY['project_users', 'rfis', 'submittals', 'punch_items', 'observations', 'change_events']";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut options = ClusterOptions::without_preload();
+    options.extra_conf.push("shared_buffers = '1GB'".into());
+    options
+        .extra_conf
+        .push("max_parallel_workers_per_gather = 0".into());
+    let cluster = Cluster::start(options)?;
+    let mut db = cluster.client()?;
+    db.batch_execute("CREATE EXTENSION procore_sync")?;
+
+    let started = Instant::now();
+    generate(&mut db, &args)?;
+    println!("generated in {:.0} s", started.elapsed().as_secs_f64());
+    report_storage(&mut db, &args)?;
+    report_rls(&mut db, &args)?;
+    Ok(())
+}
+
+fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
+    let run = |db: &mut postgres::Client,
+               what: &str,
+               sql: &str,
+               params: &[&(dyn postgres::types::ToSql + Sync)]| {
+        db.execute(sql, params).with_context(|| what.to_string())
+    };
+    run(db, "companies and projects",
+        "INSERT INTO procore_records (resource, company_id, procore_id, project_id, name, updated_at, data)
+         SELECT 'companies', c, c, NULL, 'Company ' || c, now(), jsonb_build_object('id', c, 'name', 'Company ' || c)
+         FROM generate_series(1, $1::bigint) c
+         UNION ALL
+         SELECT 'projects', c, c * 1000 + p, NULL, 'Project ' || p, now(),
+                jsonb_build_object('id', c * 1000 + p, 'name', 'Project ' || p)
+         FROM generate_series(1, $1::bigint) c, generate_series(1, $2::bigint) p",
+        &[&a.companies, &a.projects_per_company])?;
+    run(db, "project tools",
+        &format!("INSERT INTO procore_records (resource, company_id, procore_id, project_id, name, status, updated_at, data)
+         SELECT t, c, (c * 1000 + p) * 100000 + i, c * 1000 + p, 'Item ' || i, 'open',
+                now() - make_interval(mins => i::int),
+                jsonb_build_object('id', (c * 1000 + p) * 100000 + i, 'number', i, 'subject', 'Item ' || i,
+                                   'status', 'open', 'body', repeat(md5(i::text), ($4::bigint / 32)::int))
+         FROM generate_series(1, $1::bigint) c, generate_series(1, $2::bigint) p,
+              unnest({PROJECT_TOOLS}) t, generate_series(1, $3::bigint) i"),
+        &[&a.companies, &a.projects_per_company, &a.records_per_tool, &a.json_bytes])?;
+    // Grants: every user lists every company (companies, projects, vendors) and every
+    // project they are not kept out of (each tool); a restricted user misses projects 1-2.
+    run(
+        db,
+        "grants",
+        &format!(
+            "WITH users AS (
+            SELECT u, md5(u::text)::uuid AS id, u % 100 < $4::bigint AS restricted
+            FROM generate_series(1, $1::bigint) u)
+         INSERT INTO procore_sync_cursor (user_id, resource, company_id, project_id,
+                                          last_synced_at, last_full_sync_at, listed_at)
+         SELECT id, 'companies', 0, 0, now(), now(), now() FROM users
+         UNION ALL
+         SELECT id, r, c, 0, now(), now(), now() FROM users, generate_series(1, $2::bigint) c,
+                unnest(ARRAY['companies', 'projects', 'vendors']) r
+         UNION ALL
+         SELECT id, t, c, c * 1000 + p, now(), now(), now()
+         FROM users, generate_series(1, $2::bigint) c, generate_series(1, $3::bigint) p,
+              unnest({PROJECT_TOOLS}) t
+         WHERE NOT (restricted AND p <= 2)"
+        ),
+        &[
+            &a.users,
+            &a.companies,
+            &a.projects_per_company,
+            &a.restricted_percent,
+        ],
+    )?;
+    // Exceptions: the project records a restricted user's listing leaves out, and private
+    // RFIs hidden from everyone but 5 users.
+    run(
+        db,
+        "exceptions",
+        "WITH users AS (
+            SELECT u, md5(u::text)::uuid AS id, u % 100 < $4::bigint AS restricted
+            FROM generate_series(1, $1::bigint) u)
+         INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
+         SELECT id, 'projects', c, c * 1000 + p FROM users, generate_series(1, $2::bigint) c,
+                generate_series(1, 2) p WHERE restricted
+         UNION ALL
+         SELECT users.id, 'rfis', r.company_id, r.procore_id
+         FROM procore_records r, users
+         WHERE r.resource = 'rfis' AND (r.procore_id % 1000) < $5::bigint
+           AND NOT (users.restricted AND r.project_id % 1000 <= 2)
+           AND (users.u + r.procore_id) % ($1::bigint / 5) <> 0",
+        &[
+            &a.users,
+            &a.companies,
+            &a.projects_per_company,
+            &a.restricted_percent,
+            &a.private_per_mille,
+        ],
+    )?;
+    db.batch_execute("VACUUM ANALYZE procore_records, procore_sync_cursor, procore_sync_hidden")?;
+    Ok(())
+}
+
+fn mb(bytes: i64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
+    let size = |db: &mut postgres::Client, sql: &str| -> Result<i64> {
+        Ok(db
+            .query_one(sql, &[])
+            .with_context(|| sql.to_string())?
+            .get(0))
+    };
+    let records = size(db, "SELECT pg_total_relation_size('procore_records')")?;
+    let record_count = size(db, "SELECT count(*) FROM procore_records")?;
+    let cursor = size(db, "SELECT pg_total_relation_size('procore_sync_cursor')")?;
+    let cursor_rows = size(db, "SELECT count(*) FROM procore_sync_cursor")?;
+    let scope_index = size(db, "SELECT pg_relation_size('procore_sync_cursor_scope')")?;
+    let hidden = size(db, "SELECT pg_total_relation_size('procore_sync_hidden')")?;
+    let hidden_rows = size(db, "SELECT count(*) FROM procore_sync_hidden")?;
+    // The two columns 0.2.0 adds to every record, and listed_at on every cursor row.
+    let record_columns = size(db, "SELECT sum(pg_column_size(first_synced_at) + coalesce(pg_column_size(orphaned_at), 0))::bigint FROM procore_records")?;
+    let listed_at = size(
+        db,
+        "SELECT sum(pg_column_size(listed_at))::bigint FROM procore_sync_cursor",
+    )?;
+    let added = hidden + scope_index + record_columns + listed_at;
+    println!(
+        "\nstorage: {} users x {} companies x {} projects; {} records of ~{} B JSON",
+        a.users, a.companies, a.projects_per_company, record_count, a.json_bytes
+    );
+    println!("| what | rows | MB | of the records |");
+    println!("| --- | --: | --: | --: |");
+    let line = |what: &str, rows: Option<i64>, bytes: i64| {
+        println!(
+            "| {what} | {} | {:.1} | {:.1}% |",
+            rows.map(|r| r.to_string()).unwrap_or_default(),
+            mb(bytes),
+            100.0 * bytes as f64 / records as f64
+        );
+    };
+    line(
+        "procore_records (heap, TOAST, indexes)",
+        Some(record_count),
+        records,
+    );
+    line("grants: procore_sync_cursor, whole (per user x resource x scope; its rows existed in 0.1.0 as sync cursors)", Some(cursor_rows), cursor);
+    line("exceptions: procore_sync_hidden", Some(hidden_rows), hidden);
+    line(
+        "added by visibility: exceptions + scope index + listed_at + 2 record columns",
+        None,
+        added,
+    );
+    line(
+        "all per-user state: cursor + exceptions + record columns",
+        None,
+        cursor + hidden + record_columns,
+    );
+    Ok(())
+}
+
+fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
+    db.batch_execute(
+        "CREATE SCHEMA auth;
+         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
+             $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
+         CREATE ROLE app_user;
+         GRANT USAGE ON SCHEMA auth TO app_user;
+         GRANT SELECT ON procore_records, procore_rfis TO app_user;
+         GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) TO app_user;
+         ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
+             USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id));",
+    )?;
+    // User 1 is unrestricted; project 3 of company 1 has private RFIs hidden from them.
+    let user: String = db.query_one("SELECT md5('1')::uuid::text", &[])?.get(0);
+    let page = "SELECT id, number, subject, status, updated_at FROM procore_rfis
+                WHERE company_id = 1 AND project_id = 1003 AND deleted_at IS NULL
+                ORDER BY updated_at DESC LIMIT 100";
+    let time = |db: &mut postgres::Client, runs: usize| -> Result<(Duration, usize)> {
+        let mut times = Vec::with_capacity(runs);
+        let mut rows = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            rows = db.query(page, &[])?.len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok((times[runs / 2], rows))
+    };
+    let plan = |db: &mut postgres::Client| -> Result<String> {
+        Ok(db
+            .query(
+                &format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {page}"),
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    };
+    let runs = a.runs.max(1);
+    time(db, 20)?;
+    let (plain, plain_rows) = time(db, runs)?;
+    let plain_plan = plan(db)?;
+    db.execute(
+        "SELECT set_config('request.jwt.claim.sub', $1, false)",
+        &[&user],
+    )?;
+    db.batch_execute("SET ROLE app_user")?;
+    time(db, 20)?;
+    let (rls, rls_rows) = time(db, runs)?;
+    let rls_plan = plan(db)?;
+    db.batch_execute("RESET ROLE")?;
+    let visible_one = {
+        db.batch_execute("SET ROLE app_user")?;
+        let t = Instant::now();
+        let n = 1000;
+        for _ in 0..n {
+            db.query_one(
+                "SELECT procore_sync_visible(auth.uid(), 'rfis', 1, 100300001)",
+                &[],
+            )?;
+        }
+        db.batch_execute("RESET ROLE")?;
+        t.elapsed() / n
+    };
+    println!(
+        "\nrow-level security: a user's page of 100 RFIs through procore_rfis (median of {runs})"
+    );
+    println!("| query | rows | median | vs no RLS |");
+    println!("| --- | --: | --: | --: |");
+    println!(
+        "| superuser, no policy | {plain_rows} | {:.2} ms | 1.00x |",
+        plain.as_secs_f64() * 1e3
+    );
+    println!("| app_user, policy procore_sync_visible(auth.uid(), ...) | {rls_rows} | {:.2} ms | {:.2}x |",
+        rls.as_secs_f64() * 1e3, rls.as_secs_f64() / plain.as_secs_f64());
+    println!(
+        "| one SELECT procore_sync_visible(...) round trip | 1 | {:.3} ms | |",
+        visible_one.as_secs_f64() * 1e3
+    );
+    println!("\nplan without RLS:\n{plain_plan}\n\nplan with RLS:\n{rls_plan}");
+    Ok(())
+}
