@@ -115,6 +115,14 @@ bench: prerequisites
 	$(CARGO) build --release -p procore_sync
 	$(CARGO) build --release -p procore-standin
 	$(CARGO) run --release -p procore_sync_e2e --bin bench -- $(BENCH_ARGS)
+	$(MAKE) bench-visibility
+
+# Per-user visibility: storage of grants and exceptions against the records, and the cost
+# of the row-level-security predicate on a page of 100 rows (`bench_visibility --help`).
+.PHONY: bench-visibility
+VISIBILITY_ARGS ?=
+bench-visibility: install
+	$(CARGO) run --release -p procore_sync_e2e --bin bench_visibility -- $(VISIBILITY_ARGS)
 
 .PHONY: bench-quick
 bench-quick:

@@ -338,4 +338,54 @@ mod tests {
             .unwrap();
         assert!(!visible(USER_U, 1));
     }
+
+    /// An incremental listing hides what it could have returned but did not: a record
+    /// another user's sync stored since this user's last listing (a private item) stays
+    /// hidden, while one it returns becomes visible once its listing ends.
+    #[pg_test]
+    fn an_incremental_listing_hides_new_records_it_did_not_return() {
+        use crate::visibility::{Listing, ListingEnd, SeenIds};
+        Spi::run(
+            "INSERT INTO procore_records (resource, company_id, procore_id, project_id, data, updated_at, first_synced_at)
+             SELECT 'rfis', 7, g, 70, '{}', now() - interval '2 hours', now() - interval '1 hour'
+             FROM generate_series(1, 3) g;
+             INSERT INTO procore_sync_cursor (user_id, resource, company_id, project_id, listed_at)
+             VALUES ('00000000-0000-0000-0000-0000000000d1', 'rfis', 7, 70, now() - interval '30 minutes');
+             -- stored by another user's sync since: 4 private (old), 5 public (new)
+             INSERT INTO procore_records (resource, company_id, procore_id, project_id, data, updated_at, first_synced_at)
+             VALUES ('rfis', 7, 4, 70, '{}', now() - interval '2 hours', clock_timestamp()),
+                    ('rfis', 7, 5, 70, '{}', clock_timestamp(), clock_timestamp())",
+        )
+        .unwrap();
+        let visible = |id: i64| {
+            Spi::get_one_with_args::<bool>(
+                "SELECT procore_sync_visible($1::uuid, 'rfis', 7, $2)",
+                &[USER_U.into(), id.into()],
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert!(
+            visible(1) && !visible(4) && !visible(5),
+            "new records wait for U's listing"
+        );
+        let mut seen = SeenIds::new();
+        seen.add(&[5]).unwrap();
+        let end = seen
+            .finish(&Listing {
+                window_from: Some(chrono::Utc::now() - chrono::TimeDelta::minutes(40)),
+                ..full_listing(USER_U, 70)
+            })
+            .unwrap();
+        assert_eq!(
+            end,
+            ListingEnd {
+                deleted: 0,
+                hidden: 1
+            },
+            "only record 4 is hidden"
+        );
+        crate::store::save_cursor(USER_U, "rfis", 7, 70, chrono::Utc::now(), false, None).unwrap();
+        assert!(visible(1) && !visible(4) && visible(5));
+    }
 }

@@ -117,7 +117,10 @@ pub struct ListingEnd {
 
 /// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table.
 /// `$1` user, `$2` resource, `$3` company, `$4` project (NULL for a company scope), `$5`
-/// whether the listing was full, `$6` its window's start (epoch seconds).
+/// whether the listing was full, `$6` its window's start (epoch seconds). An incremental
+/// listing considers only the records it could have returned: changed in its window, or
+/// stored since the user's previous listing. The project test is written so that a known
+/// project uses the (resource, project_id) index.
 macro_rules! finish_listing_sql {
     ($left_out:literal, $returned:literal) => {
         concat!(
@@ -127,8 +130,12 @@ macro_rules! finish_listing_sql {
                   AND project_id = coalesce($4, 0)),
             unseen AS (
                 SELECT r.procore_id, r.updated_at, r.first_synced_at FROM procore_records r
-                WHERE r.resource = $2 AND r.company_id = $3 AND r.project_id IS NOT DISTINCT FROM $4
-                  AND r.deleted_at IS NULL AND ",
+                WHERE r.resource = $2 AND r.company_id = $3
+                  AND (r.project_id = $4 OR ($4 IS NULL AND r.project_id IS NULL))
+                  AND r.deleted_at IS NULL
+                  AND ($5 OR r.updated_at >= to_timestamp($6)
+                       OR r.first_synced_at > coalesce((SELECT listed_at FROM prev), '-infinity'))
+                  AND ",
             $left_out,
             "),
             gone AS (
@@ -150,9 +157,7 @@ macro_rules! finish_listing_sql {
             hidden AS (
                 INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
                 SELECT $1::uuid, $2, $3, u.procore_id FROM unseen u
-                WHERE ($5 OR u.updated_at >= to_timestamp($6)
-                       OR u.first_synced_at > coalesce((SELECT listed_at FROM prev), '-infinity'))
-                  AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.procore_id = u.procore_id)
+                WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.procore_id = u.procore_id)
                 ON CONFLICT DO NOTHING
                 RETURNING 1),
             shown AS (
