@@ -90,6 +90,8 @@ CREATE TABLE procore_records (
     PRIMARY KEY (resource, company_id, procore_id)
 );
 CREATE INDEX procore_records_project ON procore_records (resource, project_id);
+-- Records stored since a user's last listing, which that user may not see yet.
+CREATE INDEX procore_records_first_synced_at ON procore_records (first_synced_at);
 
 -- Where each user's sync of one resource stands, for incremental reads and deletions.
 CREATE TABLE procore_sync_cursor (

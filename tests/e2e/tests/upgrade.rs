@@ -169,7 +169,10 @@ fn assert_same_rows(
 /// The description without the settings the library registers: for comparisons of one
 /// schema served by two libraries.
 fn schema_only(lines: Vec<String>) -> Vec<String> {
-    lines.into_iter().filter(|l| !l.starts_with("setting ")).collect()
+    lines
+        .into_iter()
+        .filter(|l| !l.starts_with("setting "))
+        .collect()
 }
 
 fn assert_same_description(expected: &[String], actual: &[String], what: &str) {

@@ -43,18 +43,37 @@ const APP_SETUP: &str = "
     GRANT SELECT ON procore_records, procore_companies, procore_projects, procore_vendors,
         procore_project_users, procore_rfis, procore_submittals, procore_punch_items,
         procore_observations, procore_change_events TO app_user;
-    GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) TO app_user;
-    ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;
-    CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
-        USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id));";
+    GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint),
+        procore_sync_visible_scopes(uuid), procore_sync_invisible_records(uuid) TO app_user;
+    ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;";
+
+/// The two documented policies: one call per row, and the same answer as hashed sets.
+const POLICIES: [(&str, &str); 2] = [
+    (
+        "per-row function",
+        "CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
+             USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id))",
+    ),
+    (
+        "sets",
+        "CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
+             USING ((resource, company_id, coalesce(project_id, 0)) IN
+                        (SELECT s.resource, s.company_id, s.project_id
+                         FROM procore_sync_visible_scopes(auth.uid()) s)
+                    AND (resource, company_id, procore_id) NOT IN
+                        (SELECT i.resource, i.company_id, i.procore_id
+                         FROM procore_sync_invisible_records(auth.uid()) i))",
+    ),
+];
 
 struct App {
     env: Env,
     users: Vec<(Uuid, String)>,
+    policy: &'static str,
 }
 
 impl App {
-    fn start() -> App {
+    fn start(policy: (&'static str, &str)) -> App {
         let world = small_world(
             2,
             json!({
@@ -71,7 +90,12 @@ impl App {
         client
             .batch_execute(APP_SETUP)
             .expect("the app's RLS set-up");
-        App { env, users }
+        client.batch_execute(policy.1).expect("the policy");
+        App {
+            env,
+            users,
+            policy: policy.0,
+        }
     }
 
     fn sync(&self, i: usize) {
@@ -120,6 +144,7 @@ impl App {
     /// The app shows user `i` exactly what Procore shows them, through the table, every
     /// typed view and a bare COUNT(*).
     fn assert_sees_what_procore_shows(&self, i: usize, when: &str) {
+        let when = &format!("{} (policy: {})", when, self.policy);
         let (user, login) = &self.users[i];
         let expected = self.procore_shows(i);
         assert!(
@@ -201,7 +226,13 @@ fn deleted_at_set(client: &mut postgres::Client, id: i64) -> bool {
 
 #[test]
 fn each_user_sees_what_their_procore_account_sees() {
-    let app = App::start();
+    for policy in POLICIES {
+        each_user_sees_what_their_procore_account_sees_under(policy);
+    }
+}
+
+fn each_user_sees_what_their_procore_account_sees_under(policy: (&'static str, &str)) {
+    let app = App::start(policy);
     app.sync(0);
     app.sync(1);
     app.assert_sees_what_procore_shows(0, "after the first syncs");
@@ -239,7 +270,13 @@ fn each_user_sees_what_their_procore_account_sees() {
 
 #[test]
 fn access_removed_deletions_and_disconnects_are_honest() {
-    let app = App::start();
+    for policy in POLICIES {
+        access_removed_deletions_and_disconnects_are_honest_under(policy);
+    }
+}
+
+fn access_removed_deletions_and_disconnects_are_honest_under(policy: (&'static str, &str)) {
+    let app = App::start(policy);
     app.sync(0);
     app.sync(1);
     let (u1, u2) = (app.users[0].0, app.users[1].0);

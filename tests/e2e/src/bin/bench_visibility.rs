@@ -74,10 +74,10 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
     };
     run(db, "companies and projects",
         "INSERT INTO procore_records (resource, company_id, procore_id, project_id, name, updated_at, data)
-         SELECT 'companies', c, c, NULL, 'Company ' || c, now(), jsonb_build_object('id', c, 'name', 'Company ' || c)
+         SELECT 'companies', c, c, NULL::bigint, 'Company ' || c, now(), jsonb_build_object('id', c, 'name', 'Company ' || c)
          FROM generate_series(1, $1::bigint) c
          UNION ALL
-         SELECT 'projects', c, c * 1000 + p, NULL, 'Project ' || p, now(),
+         SELECT 'projects', c, c * 1000 + p, NULL::bigint, 'Project ' || p, now(),
                 jsonb_build_object('id', c * 1000 + p, 'name', 'Project ' || p)
          FROM generate_series(1, $1::bigint) c, generate_series(1, $2::bigint) p",
         &[&a.companies, &a.projects_per_company])?;
@@ -124,7 +124,7 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
         db,
         "exceptions",
         "WITH users AS (
-            SELECT u, md5(u::text)::uuid AS id, u % 100 < $4::bigint AS restricted
+            SELECT u, md5(u::text)::uuid AS id, u % 100 < $3::bigint AS restricted
             FROM generate_series(1, $1::bigint) u)
          INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
          SELECT id, 'projects', c, c * 1000 + p FROM users, generate_series(1, $2::bigint) c,
@@ -132,13 +132,12 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
          UNION ALL
          SELECT users.id, 'rfis', r.company_id, r.procore_id
          FROM procore_records r, users
-         WHERE r.resource = 'rfis' AND (r.procore_id % 1000) < $5::bigint
+         WHERE r.resource = 'rfis' AND (r.procore_id % 1000) < $4::bigint
            AND NOT (users.restricted AND r.project_id % 1000 <= 2)
            AND (users.u + r.procore_id) % ($1::bigint / 5) <> 0",
         &[
             &a.users,
             &a.companies,
-            &a.projects_per_company,
             &a.restricted_percent,
             &a.private_per_mille,
         ],
@@ -214,7 +213,8 @@ fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
          CREATE ROLE app_user;
          GRANT USAGE ON SCHEMA auth TO app_user;
          GRANT SELECT ON procore_records, procore_rfis TO app_user;
-         GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) TO app_user;
+         GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint),
+             procore_sync_visible_scopes(uuid), procore_sync_invisible_records(uuid) TO app_user;
          ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;
          CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
              USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id));",
@@ -259,6 +259,21 @@ fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
     let (rls, rls_rows) = time(db, runs)?;
     let rls_plan = plan(db)?;
     db.batch_execute("RESET ROLE")?;
+    db.batch_execute(
+        "DROP POLICY procore_records_visible ON procore_records;
+         CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
+             USING ((resource, company_id, coalesce(project_id, 0)) IN
+                        (SELECT s.resource, s.company_id, s.project_id
+                         FROM procore_sync_visible_scopes(auth.uid()) s)
+                    AND (resource, company_id, procore_id) NOT IN
+                        (SELECT i.resource, i.company_id, i.procore_id
+                         FROM procore_sync_invisible_records(auth.uid()) i))",
+    )?;
+    db.batch_execute("SET ROLE app_user")?;
+    time(db, 20)?;
+    let (sets, sets_rows) = time(db, runs)?;
+    let sets_plan = plan(db)?;
+    db.batch_execute("RESET ROLE")?;
     let visible_one = {
         db.batch_execute("SET ROLE app_user")?;
         let t = Instant::now();
@@ -287,6 +302,11 @@ fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
         "| one SELECT procore_sync_visible(...) round trip | 1 | {:.3} ms | |",
         visible_one.as_secs_f64() * 1e3
     );
-    println!("\nplan without RLS:\n{plain_plan}\n\nplan with RLS:\n{rls_plan}");
+    println!(
+        "| app_user, policy over procore_sync_visible_scopes / procore_sync_invisible_records | {sets_rows} | {:.2} ms | {:.2}x |",
+        sets.as_secs_f64() * 1e3,
+        sets.as_secs_f64() / plain.as_secs_f64()
+    );
+    println!("\nplan without RLS:\n{plain_plan}\n\nplan with the per-row policy:\n{rls_plan}\n\nplan with the set policy:\n{sets_plan}");
     Ok(())
 }
