@@ -162,6 +162,10 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
     let cursor = size(db, "SELECT pg_total_relation_size('procore_sync_cursor')")?;
     let cursor_rows = size(db, "SELECT count(*) FROM procore_sync_cursor")?;
     let scope_index = size(db, "SELECT pg_relation_size('procore_sync_cursor_scope')")?;
+    let first_synced_index = size(
+        db,
+        "SELECT pg_relation_size('procore_records_first_synced_at')",
+    )?;
     let hidden = size(db, "SELECT pg_total_relation_size('procore_sync_hidden')")?;
     let hidden_rows = size(db, "SELECT count(*) FROM procore_sync_hidden")?;
     // The two columns 0.2.0 adds to every record, and listed_at on every cursor row.
@@ -170,7 +174,9 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
         db,
         "SELECT sum(pg_column_size(listed_at))::bigint FROM procore_sync_cursor",
     )?;
-    let added = hidden + scope_index + record_columns + listed_at;
+    let added = hidden + scope_index + first_synced_index + record_columns + listed_at;
+    // "The records themselves": the table as 0.1.0 had it, without what visibility added.
+    let records = records - first_synced_index - record_columns;
     println!(
         "\nstorage: {} users x {} companies x {} projects; {} records of ~{} B JSON",
         a.users, a.companies, a.projects_per_company, record_count, a.json_bytes
@@ -186,14 +192,14 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
         );
     };
     line(
-        "procore_records (heap, TOAST, indexes)",
+        "procore_records without visibility's columns and index (heap, TOAST, indexes)",
         Some(record_count),
         records,
     );
     line("grants: procore_sync_cursor, whole (per user x resource x scope; its rows existed in 0.1.0 as sync cursors)", Some(cursor_rows), cursor);
     line("exceptions: procore_sync_hidden", Some(hidden_rows), hidden);
     line(
-        "added by visibility: exceptions + scope index + listed_at + 2 record columns",
+        "added by visibility: exceptions + 2 indexes + listed_at + 2 record columns",
         None,
         added,
     );
