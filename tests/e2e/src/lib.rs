@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod describe;
 pub mod env;
+pub mod rls;
 pub mod standin;
 pub mod stop;
 pub mod table;

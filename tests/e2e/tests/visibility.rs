@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use procore_sync_e2e::rls::{APP_ROLE_SETUP, POLICY_PER_ROW, POLICY_SETS, SET_SIGNED_IN_USER};
 use procore_sync_e2e::{Env, RecordKey};
 use serde_json::json;
 use uuid::Uuid;
@@ -32,39 +33,8 @@ const TYPED_VIEWS: [(&str, &str); 9] = [
     ("change_events", "procore_change_events"),
 ];
 
-/// The app's side, as a Supabase project has it: `auth.uid()` from the request's claims, an
-/// app role with SELECT on the records and views, and the documented policy.
-const APP_SETUP: &str = "
-    CREATE SCHEMA auth;
-    CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
-        $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-    CREATE ROLE app_user LOGIN;
-    GRANT USAGE ON SCHEMA auth TO app_user;
-    GRANT SELECT ON procore_records, procore_companies, procore_projects, procore_vendors,
-        procore_project_users, procore_rfis, procore_submittals, procore_punch_items,
-        procore_observations, procore_change_events TO app_user;
-    GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint),
-        procore_sync_visible_scopes(uuid), procore_sync_invisible_records(uuid) TO app_user;
-    ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;";
-
 /// The two documented policies: one call per row, and the same answer as hashed sets.
-const POLICIES: [(&str, &str); 2] = [
-    (
-        "per-row function",
-        "CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
-             USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id))",
-    ),
-    (
-        "sets",
-        "CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
-             USING ((resource, company_id, coalesce(project_id, 0)) IN
-                        (SELECT s.resource, s.company_id, s.project_id
-                         FROM procore_sync_visible_scopes(auth.uid()) s)
-                    AND (resource, company_id, procore_id) NOT IN
-                        (SELECT i.resource, i.company_id, i.procore_id
-                         FROM procore_sync_invisible_records(auth.uid()) i))",
-    ),
-];
+const POLICIES: [(&str, &str); 2] = [("per-row function", POLICY_PER_ROW), ("sets", POLICY_SETS)];
 
 struct App {
     env: Env,
@@ -88,7 +58,7 @@ impl App {
         set_jobs(&mut client, None, None);
         let users = env.connect_users(2).expect("connect user-1 and user-2");
         client
-            .batch_execute(APP_SETUP)
+            .batch_execute(APP_ROLE_SETUP)
             .expect("the app's RLS set-up");
         client.batch_execute(policy.1).expect("the policy");
         App {
@@ -114,11 +84,8 @@ impl App {
     fn app_session(&self, user: Option<Uuid>) -> postgres::Client {
         let mut app = connect_as(&self.env.cluster, "app_user");
         let sub = user.map(|u| u.to_string()).unwrap_or_default();
-        app.execute(
-            "SELECT set_config('request.jwt.claim.sub', $1, false)",
-            &[&sub],
-        )
-        .expect("set the signed-in user");
+        app.execute(SET_SIGNED_IN_USER, &[&sub])
+            .expect("set the signed-in user");
         app
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use procore_sync_e2e::rls::{APP_ROLE_SETUP, POLICY_PER_ROW, POLICY_SETS, SET_SIGNED_IN_USER};
 use procore_sync_e2e::{Cluster, ClusterOptions};
 
 #[derive(Parser, Debug)]
@@ -212,19 +213,8 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
 }
 
 fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
-    db.batch_execute(
-        "CREATE SCHEMA auth;
-         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
-             $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-         CREATE ROLE app_user;
-         GRANT USAGE ON SCHEMA auth TO app_user;
-         GRANT SELECT ON procore_records, procore_rfis TO app_user;
-         GRANT EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint),
-             procore_sync_visible_scopes(uuid), procore_sync_invisible_records(uuid) TO app_user;
-         ALTER TABLE procore_records ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
-             USING (procore_sync_visible(auth.uid(), resource, company_id, procore_id));",
-    )?;
+    db.batch_execute(APP_ROLE_SETUP)?;
+    db.batch_execute(POLICY_PER_ROW)?;
     // User 1 is unrestricted; project 3 of company 1 has private RFIs hidden from them.
     let user: String = db.query_one("SELECT md5('1')::uuid::text", &[])?.get(0);
     let page = "SELECT id, number, subject, status, updated_at FROM procore_rfis
@@ -256,25 +246,14 @@ fn report_rls(db: &mut postgres::Client, a: &Args) -> Result<()> {
     time(db, 20)?;
     let (plain, plain_rows) = time(db, runs)?;
     let plain_plan = plan(db)?;
-    db.execute(
-        "SELECT set_config('request.jwt.claim.sub', $1, false)",
-        &[&user],
-    )?;
+    db.execute(SET_SIGNED_IN_USER, &[&user])?;
     db.batch_execute("SET ROLE app_user")?;
     time(db, 20)?;
     let (rls, rls_rows) = time(db, runs)?;
     let rls_plan = plan(db)?;
     db.batch_execute("RESET ROLE")?;
-    db.batch_execute(
-        "DROP POLICY procore_records_visible ON procore_records;
-         CREATE POLICY procore_records_visible ON procore_records FOR SELECT TO app_user
-             USING ((resource, company_id, coalesce(project_id, 0)) IN
-                        (SELECT s.resource, s.company_id, s.project_id
-                         FROM procore_sync_visible_scopes(auth.uid()) s)
-                    AND (resource, company_id, procore_id) NOT IN
-                        (SELECT i.resource, i.company_id, i.procore_id
-                         FROM procore_sync_invisible_records(auth.uid()) i))",
-    )?;
+    db.batch_execute("DROP POLICY procore_records_visible ON procore_records")?;
+    db.batch_execute(POLICY_SETS)?;
     db.batch_execute("SET ROLE app_user")?;
     time(db, 20)?;
     let (sets, sets_rows) = time(db, runs)?;
