@@ -33,13 +33,13 @@ ALTER TABLE procore_sync_cursor ADD COLUMN listed_at timestamptz;
 CREATE INDEX procore_sync_cursor_scope ON procore_sync_cursor (resource, company_id, project_id);
 
 CREATE TABLE procore_sync_hidden (
-    user_id    uuid NOT NULL,
     resource   text NOT NULL,
     company_id bigint NOT NULL,
     procore_id bigint NOT NULL,
-    PRIMARY KEY (user_id, resource, company_id, procore_id)
+    user_ids   uuid[] NOT NULL,
+    PRIMARY KEY (resource, company_id, procore_id)
 );
-CREATE INDEX procore_sync_hidden_record ON procore_sync_hidden (resource, company_id, procore_id);
+CREATE INDEX procore_sync_hidden_users ON procore_sync_hidden USING gin (user_ids);
 REVOKE ALL ON procore_sync_hidden FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_hidden', '');
 
@@ -70,8 +70,8 @@ AS $$
           AND c.listed_at >= r.first_synced_at
           AND NOT EXISTS (
               SELECT 1 FROM procore_sync_hidden h
-              WHERE h.user_id = $1 AND h.resource = $2 AND h.company_id = $3
-                AND h.procore_id = $4))
+              WHERE h.resource = $2 AND h.company_id = $3 AND h.procore_id = $4
+                AND $1 = ANY (h.user_ids)))
 $$;
 REVOKE EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) FROM PUBLIC;
 
@@ -95,7 +95,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
     SELECT h.resource, h.company_id, h.procore_id FROM procore_sync_hidden h
-    WHERE h.user_id = $1
+    WHERE h.user_ids @> ARRAY[$1]
     UNION ALL
     SELECT r.resource, r.company_id, r.procore_id
     FROM procore_records r

@@ -20,8 +20,8 @@ AS $$
           AND c.listed_at >= r.first_synced_at
           AND NOT EXISTS (
               SELECT 1 FROM procore_sync_hidden h
-              WHERE h.user_id = $1 AND h.resource = $2 AND h.company_id = $3
-                AND h.procore_id = $4))
+              WHERE h.resource = $2 AND h.company_id = $3 AND h.procore_id = $4
+                AND $1 = ANY (h.user_ids)))
 $$;
 REVOKE EXECUTE ON FUNCTION procore_sync_visible(uuid, text, bigint, bigint) FROM PUBLIC;
 
@@ -45,7 +45,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
     SELECT h.resource, h.company_id, h.procore_id FROM procore_sync_hidden h
-    WHERE h.user_id = $1
+    WHERE h.user_ids @> ARRAY[$1]
     UNION ALL
     SELECT r.resource, r.company_id, r.procore_id
     FROM procore_records r

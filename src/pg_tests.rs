@@ -323,7 +323,7 @@ mod tests {
 
         // A record U's listing returns again is shown again.
         Spi::run(
-            "INSERT INTO procore_sync_hidden VALUES ('00000000-0000-0000-0000-0000000000d1', 'rfis', 7, 4)",
+            "INSERT INTO procore_sync_hidden VALUES ('rfis', 7, 4, '{00000000-0000-0000-0000-0000000000d1}')",
         )
         .unwrap();
         assert!(!visible(USER_U, 4));
@@ -331,6 +331,11 @@ mod tests {
         seen.add(&[1, 2, 3, 4]).unwrap();
         seen.finish(&full_listing(USER_U, 70)).unwrap();
         assert!(visible(USER_U, 4));
+        assert_eq!(
+            count("SELECT count(*) FROM procore_sync_hidden"),
+            0,
+            "an exception nobody holds any more goes"
+        );
         // Nobody without a grant sees anything; a record stored after a user's last listing
         // waits for their next one.
         assert!(!visible("00000000-0000-0000-0000-0000000000d3", 1));

@@ -2,9 +2,9 @@
 //! records are gone for everyone (SPEC §8, per-user visibility).
 //!
 //! A user's grant to a scope (resource × company × project) is their cursor row with
-//! `listed_at` set: their own listing of the scope succeeded then. The exceptions are rows in
-//! `procore_sync_hidden`: records of the scope their listing left out (private items,
-//! records of projects they cannot see). A record is marked deleted only when a full listing
+//! `listed_at` set: their own listing of the scope succeeded then. The exceptions are in
+//! `procore_sync_hidden`, one row per record with the users whose listing left it out
+//! (private items, records of projects they cannot see). A record is marked deleted only when a full listing
 //! leaves it out and nobody else who can see the scope still sees it.
 //!
 //! The ids a listing returned stay in memory while they are few; a large listing spills them
@@ -89,11 +89,23 @@ impl SeenIds {
         if self.spilled {
             Spi::run("TRUNCATE pg_temp.procore_sync_seen")?;
         }
+        forget_emptied_exceptions(listing.resource, listing.company_id)?;
         Ok(ListingEnd {
             deleted: deleted.unwrap_or(0),
             hidden: hidden.unwrap_or(0),
         })
     }
+}
+
+/// Exceptions of one resource in one company that nobody holds any more: the last user a
+/// record was hidden from got it in a listing.
+fn forget_emptied_exceptions(resource: &str, company_id: i64) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_hidden
+         WHERE resource = $1 AND company_id = $2 AND user_ids = '{}'",
+        &[resource.into(), company_id.into()],
+    )?;
+    Ok(())
 }
 
 /// A finished listing of one scope by one user.
@@ -148,21 +160,23 @@ macro_rules! finish_listing_sql {
                         AND c.user_id <> $1::uuid AND c.listed_at >= u.first_synced_at
                         AND NOT EXISTS (
                             SELECT 1 FROM procore_sync_hidden h
-                            WHERE h.user_id = c.user_id AND h.resource = $2
-                              AND h.company_id = $3 AND h.procore_id = u.procore_id))
+                            WHERE h.resource = $2 AND h.company_id = $3
+                              AND h.procore_id = u.procore_id AND c.user_id = ANY (h.user_ids)))
                 RETURNING r.procore_id),
             forgotten AS (
                 DELETE FROM procore_sync_hidden h USING gone g
                 WHERE h.resource = $2 AND h.company_id = $3 AND h.procore_id = g.procore_id),
             hidden AS (
-                INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
-                SELECT $1::uuid, $2, $3, u.procore_id FROM unseen u
+                INSERT INTO procore_sync_hidden AS h (resource, company_id, procore_id, user_ids)
+                SELECT $2, $3, u.procore_id, ARRAY[$1::uuid] FROM unseen u
                 WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.procore_id = u.procore_id)
-                ON CONFLICT DO NOTHING
+                ON CONFLICT (resource, company_id, procore_id)
+                DO UPDATE SET user_ids = h.user_ids || $1::uuid
+                WHERE NOT ($1::uuid = ANY (h.user_ids))
                 RETURNING 1),
             shown AS (
-                DELETE FROM procore_sync_hidden h
-                WHERE h.user_id = $1::uuid AND h.resource = $2 AND h.company_id = $3 AND ",
+                UPDATE procore_sync_hidden h SET user_ids = array_remove(h.user_ids, $1::uuid)
+                WHERE h.resource = $2 AND h.company_id = $3 AND $1::uuid = ANY (h.user_ids) AND ",
             $returned,
             ")
             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM hidden)"
@@ -289,7 +303,10 @@ pub fn forget_user(user_id: &str, orphans: Orphans) -> Result<i64, SyncError> {
         Orphans::Keep => FORGET_USER_KEEP_ORPHANS,
         Orphans::Delete => FORGET_USER_DELETE_ORPHANS,
     };
-    Ok(Spi::get_one_with_args::<i64>(sql, &[user_id.into()])?.unwrap_or(0))
+    let orphaned = Spi::get_one_with_args::<i64>(sql, &[user_id.into()])?.unwrap_or(0);
+    // A disconnect is rare: one pass over the exceptions is fine.
+    Spi::run("DELETE FROM procore_sync_hidden WHERE user_ids = '{}'")?;
+    Ok(orphaned)
 }
 
 /// The statement behind `forget_user`: `$change` is done to the orphaned records,
@@ -300,7 +317,9 @@ macro_rules! forget_user_sql {
             "WITH revoked AS (
                 DELETE FROM procore_sync_cursor WHERE user_id = $1::uuid
                 RETURNING resource, company_id, project_id, listed_at),
-            unhidden AS (DELETE FROM procore_sync_hidden WHERE user_id = $1::uuid),
+            unhidden AS (
+                UPDATE procore_sync_hidden SET user_ids = array_remove(user_ids, $1::uuid)
+                WHERE user_ids @> ARRAY[$1::uuid]),
             orphaned_scope AS (
                 SELECT DISTINCT g.resource, g.company_id, g.project_id FROM revoked g
                 WHERE g.listed_at IS NOT NULL AND g.company_id <> 0

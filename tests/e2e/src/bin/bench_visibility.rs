@@ -93,6 +93,7 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
         &[&a.companies, &a.projects_per_company, &a.records_per_tool, &a.json_bytes])?;
     // Grants: every user lists every company (companies, projects, vendors) and every
     // project they are not kept out of (each tool); a restricted user misses projects 1-2.
+    // Rows land in the order syncs write them: 4 workers, so 4 users' rows interleave.
     run(
         db,
         "grants",
@@ -102,15 +103,17 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
             FROM generate_series(1, $1::bigint) u)
          INSERT INTO procore_sync_cursor (user_id, resource, company_id, project_id,
                                           last_synced_at, last_full_sync_at, listed_at)
-         SELECT id, 'companies', 0, 0, now(), now(), now() FROM users
-         UNION ALL
-         SELECT id, r, c, 0, now(), now(), now() FROM users, generate_series(1, $2::bigint) c,
-                unnest(ARRAY['companies', 'projects', 'vendors']) r
-         UNION ALL
-         SELECT id, t, c, c * 1000 + p, now(), now(), now()
-         FROM users, generate_series(1, $2::bigint) c, generate_series(1, $3::bigint) p,
-              unnest({PROJECT_TOOLS}) t
-         WHERE NOT (restricted AND p <= 2)"
+         SELECT id, r, c, p, now(), now(), now() FROM (
+             SELECT u, id, 'companies' AS r, 0::bigint AS c, 0::bigint AS p FROM users
+             UNION ALL
+             SELECT u, id, r, c, 0 FROM users, generate_series(1, $2::bigint) c,
+                    unnest(ARRAY['companies', 'projects', 'vendors']) r
+             UNION ALL
+             SELECT u, id, t, c, c * 1000 + p
+             FROM users, generate_series(1, $2::bigint) c, generate_series(1, $3::bigint) p,
+                  unnest({PROJECT_TOOLS}) t
+             WHERE NOT (restricted AND p <= 2)) g
+         ORDER BY (u - 1) / 4, random()"
         ),
         &[
             &a.users,
@@ -127,15 +130,18 @@ fn generate(db: &mut postgres::Client, a: &Args) -> Result<()> {
         "WITH users AS (
             SELECT u, md5(u::text)::uuid AS id, u % 100 < $3::bigint AS restricted
             FROM generate_series(1, $1::bigint) u)
-         INSERT INTO procore_sync_hidden (user_id, resource, company_id, procore_id)
-         SELECT id, 'projects', c, c * 1000 + p FROM users, generate_series(1, $2::bigint) c,
-                generate_series(1, 2) p WHERE restricted
+         INSERT INTO procore_sync_hidden (resource, company_id, procore_id, user_ids)
+         SELECT 'projects', c, c * 1000 + p, array_agg(id ORDER BY u)
+         FROM users, generate_series(1, $2::bigint) c, generate_series(1, 2) p
+         WHERE restricted
+         GROUP BY c, p
          UNION ALL
-         SELECT users.id, 'rfis', r.company_id, r.procore_id
+         SELECT 'rfis', r.company_id, r.procore_id, array_agg(users.id ORDER BY users.u)
          FROM procore_records r, users
          WHERE r.resource = 'rfis' AND (r.procore_id % 1000) < $4::bigint
            AND NOT (users.restricted AND r.project_id % 1000 <= 2)
-           AND (users.u + r.procore_id) % ($1::bigint / 5) <> 0",
+           AND (users.u + r.procore_id) % ($1::bigint / 5) <> 0
+         GROUP BY r.company_id, r.procore_id",
         &[
             &a.users,
             &a.companies,
@@ -168,7 +174,10 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
         "SELECT pg_relation_size('procore_records_first_synced_at')",
     )?;
     let hidden = size(db, "SELECT pg_total_relation_size('procore_sync_hidden')")?;
-    let hidden_rows = size(db, "SELECT count(*) FROM procore_sync_hidden")?;
+    let hidden_rows = size(
+        db,
+        "SELECT coalesce(sum(cardinality(user_ids)), 0)::bigint FROM procore_sync_hidden",
+    )?;
     // The two columns 0.2.0 adds to every record, and listed_at on every cursor row.
     let record_columns = size(db, "SELECT sum(pg_column_size(first_synced_at) + coalesce(pg_column_size(orphaned_at), 0))::bigint FROM procore_records")?;
     let listed_at = size(
@@ -198,7 +207,11 @@ fn report_storage(db: &mut postgres::Client, a: &Args) -> Result<()> {
         records,
     );
     line("grants: procore_sync_cursor, whole (per user x resource x scope; its rows existed in 0.1.0 as sync cursors)", Some(cursor_rows), cursor);
-    line("exceptions: procore_sync_hidden", Some(hidden_rows), hidden);
+    line(
+        "exceptions: procore_sync_hidden (rows: users x records hidden from them)",
+        Some(hidden_rows),
+        hidden,
+    );
     line(
         "added by visibility: exceptions + 2 indexes + listed_at + 2 record columns",
         None,
