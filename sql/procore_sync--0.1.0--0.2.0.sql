@@ -89,10 +89,13 @@ AS $$
 $$;
 -- The records of those scopes the user may not see: their exceptions, and records stored
 -- after the user's last listing of their scope.
+-- The exceptions are found through their GIN index: a sequential scan, which the planner
+-- picks for a table of few rows, would unpack every row's array of user ids.
 CREATE FUNCTION procore_sync_invisible_records(for_user uuid)
 RETURNS TABLE (resource text, company_id bigint, procore_id bigint)
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
+SET enable_seqscan = off
 AS $$
     SELECT h.resource, h.company_id, h.procore_id FROM procore_sync_hidden h
     WHERE h.user_ids @> ARRAY[$1]
