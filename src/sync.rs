@@ -276,6 +276,8 @@ impl Session<'_> {
             (false, Some(_)) => Some(SeenIds::new()),
             _ => None,
         };
+        // Companies are their own company; everything else belongs to the scope's company.
+        let record_company = if user_level { None } else { company_id };
         let mut next: Option<String> = None;
         loop {
             let request = match &next {
@@ -296,12 +298,6 @@ impl Session<'_> {
             }
             self.pages += 1;
             let name = resource.name.as_str();
-            // Companies are their own company; everything else belongs to the scope's company.
-            let record_company = if resource.scope == Scope::User {
-                None
-            } else {
-                company_id
-            };
             let written = step(|| {
                 visibility::lock_scope(name, record_company, project_id)?;
                 if let Some(seen) = seen.as_mut() {
@@ -321,7 +317,6 @@ impl Session<'_> {
         let full_pass = since.is_none();
         let name = resource.name.clone();
         step(|| {
-            let record_company = if user_level { None } else { company_id };
             visibility::lock_scope(&name, record_company, project_id)?;
             // Before save_cursor moves listed_at: the end of the listing compares with the
             // previous one. Company lists are per user, so a company missing from one user's

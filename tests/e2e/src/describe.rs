@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use postgres::GenericClient;
 
 /// One query per kind of object; each yields one line per object, keyed by its kind and
 /// name so that a difference reads as "this column's default", not as a shifted list. The
@@ -106,7 +107,7 @@ const DESCRIBE: &[&str] = &[
 ];
 
 /// Every line of the description, sorted.
-pub fn describe_extension(client: &mut postgres::Client) -> Result<Vec<String>> {
+pub fn describe_extension(client: &mut impl GenericClient) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for query in DESCRIBE {
         for row in client
@@ -147,7 +148,7 @@ pub struct TableRows {
 }
 
 /// Every table of the extension, over all its current columns.
-pub fn fingerprint_rows(client: &mut postgres::Client) -> Result<BTreeMap<String, TableRows>> {
+pub fn fingerprint_rows(client: &mut impl GenericClient) -> Result<BTreeMap<String, TableRows>> {
     let tables = client.query(
         "SELECT c.oid::regclass::text,
                 array_agg(quote_ident(a.attname) ORDER BY a.attnum)
@@ -169,9 +170,9 @@ pub fn fingerprint_rows(client: &mut postgres::Client) -> Result<BTreeMap<String
     Ok(out)
 }
 
-/// The same tables and columns as `before`, read again.
+/// The same tables and columns as `before`, read again (inside a transaction too).
 pub fn fingerprint_again(
-    client: &mut postgres::Client,
+    client: &mut impl GenericClient,
     before: &BTreeMap<String, TableRows>,
 ) -> Result<BTreeMap<String, TableRows>> {
     before
@@ -186,7 +187,7 @@ pub fn fingerprint_again(
 }
 
 fn fingerprint_table(
-    client: &mut postgres::Client,
+    client: &mut impl GenericClient,
     table: &str,
     columns: &[String],
 ) -> Result<TableRows> {

@@ -349,30 +349,8 @@ fn update_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         )
         .expect("read extversion")
         .get(0);
-    let rows_updated = {
-        let mut rows = BTreeMap::new();
-        for (table, before) in &rows_on_010 {
-            let cols = before.columns.join(", ");
-            let row: postgres::Row = tx
-                .query_one(
-                    &format!(
-                        "SELECT count(*), coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '')
-                         FROM (SELECT ROW({cols})::text AS r FROM {table}) t"
-                    ),
-                    &[],
-                )
-                .expect("fingerprint inside the update");
-            rows.insert(
-                table.clone(),
-                TableRows {
-                    columns: before.columns.clone(),
-                    count: row.get(0),
-                    md5: row.get(1),
-                },
-            );
-        }
-        rows
-    };
+    let rows_updated =
+        fingerprint_again(&mut tx, &rows_on_010).expect("fingerprint inside the update");
     tx.commit().expect("commit the update");
     assert_eq!(version, new);
     assert_same_rows(&rows_on_010, &rows_updated, "ALTER EXTENSION UPDATE");
