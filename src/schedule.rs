@@ -1488,6 +1488,14 @@ mod tests {
     }
     use PgCron::{Accepts, Rejects};
 
+    /// This parser's verdict, in pg_cron's terms.
+    fn verdict(expr: &str) -> PgCron {
+        match parse(expr) {
+            Ok(_) => Accepts,
+            Err(_) => Rejects,
+        }
+    }
+
     /// Every schedule that pg_cron's regression test (`sql/pg_cron-test.sql`, verdicts in
     /// `expected/pg_cron-test.out`, citusdata/pg_cron at 16618e6) passes to `cron.schedule`
     /// or `cron.schedule_in_database`, in file order, with its line and pg_cron's verdict.
@@ -1540,12 +1548,8 @@ mod tests {
                 "<repeat('a', 1000)>" => "a".repeat(1000),
                 other => other.to_string(),
             };
-            let ours = match parse(&expr) {
-                Ok(_) => Accepts,
-                Err(_) => Rejects,
-            };
             assert_eq!(
-                ours,
+                verdict(&expr),
                 pg_cron,
                 "pg_cron-test.sql line {line}: {expr:?}: {:?}",
                 parse(&expr)
@@ -1587,11 +1591,7 @@ mod tests {
     fn deliberate_differences_from_pg_cron() {
         for &(expr, pg_cron, ours, why) in DELIBERATE_DIFFERENCES {
             assert_ne!(pg_cron, ours, "{expr:?} is listed as a difference: {why}");
-            let got = match parse(expr) {
-                Ok(_) => Accepts,
-                Err(_) => Rejects,
-            };
-            assert_eq!(got, ours, "{expr:?} ({why}): {:?}", parse(expr));
+            assert_eq!(verdict(expr), ours, "{expr:?} ({why}): {:?}", parse(expr));
         }
     }
 
