@@ -178,10 +178,13 @@ type ManualResult = (
 );
 
 /// The worker ended without finishing an item: someone else holds the user, or it died.
+/// Another worker may also have held the user and finished in the meantime (its item ended
+/// after this call began, `now()`): the user was being synced all the same.
 fn report_missing_result(user: &str) -> ! {
     let holder = Spi::get_two_with_args::<i64, i32>(
         "SELECT id, worker_pid FROM procore_sync_queue
-         WHERE user_id = $1::uuid AND status = 'processing' ORDER BY id DESC LIMIT 1",
+         WHERE user_id = $1::uuid AND (status = 'processing' OR completed_at >= now())
+         ORDER BY id DESC LIMIT 1",
         &[user.into()],
     );
     match holder {
