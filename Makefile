@@ -29,7 +29,7 @@ test: prerequisites test-unit test-pg test-regress test-e2e test-package
 
 # Pure Rust: the stand-in server and the end-to-end harness.
 test-unit:
-	$(CARGO) test -p procore-standin
+	$(CARGO) test -p procore_sync_core -p procore-standin
 
 # The extension's unit tests and #[pg_test]s, in a throwaway server run by cargo pgrx.
 test-pg: prerequisites

@@ -5,22 +5,7 @@ use pgrx::prelude::*;
 
 use crate::errors::SyncError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    User,
-    Company,
-    Project,
-}
-
-#[derive(Debug, Clone)]
-pub struct Resource {
-    pub name: String,
-    pub path_template: String,
-    pub scope: Scope,
-    pub supports_updated_at_filter: bool,
-    pub paginated: bool,
-    pub per_page: u32,
-}
+pub use procore_sync_core::catalog::{Resource, Scope};
 
 /// The resources a sync walks; `companies` and `projects` always, because every other
 /// resource is reached through them.

@@ -1,8 +1,9 @@
 //! procore_sync: keeps a Postgres database in sync with the Procore API from inside the
-//! database. The pure parts (`schedule`, `procore`, `records`) know nothing of Postgres;
-//! the rest is the thin pgrx layer around them.
+//! database. The pure parts live in the `procore_sync_core` crate and know nothing of
+//! Postgres; this crate is the thin pgrx layer around them.
 
 use pgrx::prelude::*;
+use procore_sync_core::{procore, records, schedule, token_journal};
 
 mod catalog;
 mod credentials;
@@ -10,14 +11,10 @@ mod errors;
 mod installed;
 mod jobs;
 mod log_redaction;
-mod procore;
 mod queue;
-mod records;
-mod schedule;
 mod settings;
 mod store;
 mod sync;
-mod token_journal;
 mod visibility;
 mod worker;
 

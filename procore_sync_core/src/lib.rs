@@ -1,0 +1,10 @@
+//! Everything in procore_sync that needs no Postgres: the cron schedules, the Procore client,
+//! the record mapping, the token journal, the resource catalog's shape and the per-user
+//! sync walk. Plain Rust, tested with plain `cargo test -p procore_sync_core` in seconds;
+//! the extension is a thin layer over it.
+
+pub mod catalog;
+pub mod procore;
+pub mod records;
+pub mod schedule;
+pub mod token_journal;
