@@ -8,3 +8,6 @@ pub mod procore;
 pub mod records;
 pub mod schedule;
 pub mod token_journal;
+pub mod walk;
+#[cfg(test)]
+mod walk_tests;
