@@ -398,10 +398,10 @@ impl Session<'_> {
                 )?;
             }
             self.outcome.requests_made += 1;
-            let result = self
-                .client
-                .list_page(&self.access_token, company_id, request);
-            if let Some(rl) = self.client.last_rate_limit() {
+            let (result, rate_limit) =
+                self.client
+                    .list_page_and_rate_limit(&self.access_token, company_id, request);
+            if let Some(rl) = rate_limit {
                 self.rate_limit = Some(rl);
             }
             match result {

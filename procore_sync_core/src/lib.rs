@@ -4,6 +4,7 @@
 //! the extension is a thin layer over it.
 
 pub mod catalog;
+pub mod fetch_pool;
 pub mod procore;
 pub mod records;
 pub mod schedule;

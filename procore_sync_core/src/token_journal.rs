@@ -23,6 +23,7 @@ struct Entry {
     expires_at_epoch: i64,
 }
 
+#[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
 }

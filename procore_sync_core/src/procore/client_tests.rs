@@ -261,16 +261,14 @@ fn unauthorized_forbidden_not_found() {
         _ => Reply::json(404, r#"{"errors":"Project not found"}"#),
     });
     let client = client_for(&server);
-    let err = client
-        .list_page(&token(), Some(1), first("/401"))
-        .expect_err("401");
+    let (answer, rate_limit) = client.list_page_and_rate_limit(&token(), Some(1), first("/401"));
+    let err = answer.expect_err("401");
     assert!(matches!(err, ProcoreError::Unauthorized), "{err:?}");
     assert_eq!(err.http_status(), Some(401));
-    assert_eq!(client.last_rate_limit(), None);
+    assert_eq!(rate_limit, None);
 
-    let err = client
-        .list_page(&token(), Some(1), first("/403"))
-        .expect_err("403");
+    let (answer, rate_limit) = client.list_page_and_rate_limit(&token(), Some(1), first("/403"));
+    let err = answer.expect_err("403");
     match &err {
         ProcoreError::Forbidden(detail) => {
             assert_eq!(detail, "You do not have access to this tool")
@@ -278,7 +276,7 @@ fn unauthorized_forbidden_not_found() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        client.last_rate_limit().map(|rl| rl.remaining),
+        rate_limit.map(|rl| rl.remaining),
         Some(4),
         "rate limit of an error response"
     );
@@ -306,9 +304,9 @@ fn rate_limited_uses_retry_after_then_reset_then_a_minute() {
     });
     let client = client_for(&server);
     let now = Utc::now();
-    let err = client
-        .list_page(&token(), None, first("/retry-after"))
-        .expect_err("429");
+    let (answer, rate_limit) =
+        client.list_page_and_rate_limit(&token(), None, first("/retry-after"));
+    let err = answer.expect_err("429");
     let retry_at = err.retry_at().expect("retry_at");
     assert!(matches!(err, ProcoreError::RateLimited { .. }));
     assert!(
@@ -316,10 +314,7 @@ fn rate_limited_uses_retry_after_then_reset_then_a_minute() {
         "{retry_at}"
     );
     assert!(err.is_retryable());
-    assert_eq!(
-        client.last_rate_limit().map(|rl| rl.reset_at),
-        Some(1_767_225_610)
-    );
+    assert_eq!(rate_limit.map(|rl| rl.reset_at), Some(1_767_225_610));
 
     let err = client
         .list_page(&token(), None, first("/reset"))

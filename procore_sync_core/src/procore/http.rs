@@ -1,12 +1,13 @@
 //! HTTP to Procore: one kept-alive `ureq` agent, bounded reads, status-to-error mapping.
 //!
-//! The client is blocking on purpose: it runs in a Postgres background worker, one request at
-//! a time, where an async runtime would only add threads Postgres does not know about.
+//! The client is blocking on purpose: a sync worker runs it on a fixed set of its own
+//! threads (see `fetch_pool`), one request per thread, where an async runtime would only add
+//! threads and machinery Postgres does not know about.
 
 use std::error::Error as StdError;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -104,8 +105,9 @@ pub struct Page {
 
 /// A Procore API and OAuth client.
 ///
-/// Holds one `ureq::Agent`, so connections to Procore are kept alive and reused across pages
-/// and users. Cheap to share by reference; methods take `&self`.
+/// Holds one `ureq::Agent`, so connections to Procore are kept alive and reused across pages,
+/// users and threads. Methods take `&self` and keep no per-request state, so one client
+/// serves every thread of a worker.
 #[derive(Debug)]
 pub struct Client {
     agent: ureq::Agent,
@@ -115,7 +117,6 @@ pub struct Client {
     client_id: String,
     client_secret: Secret,
     max_response_bytes: u64,
-    last_rate_limit: Mutex<Option<RateLimit>>,
 }
 
 /// Which kind of endpoint answered: the same status means different things on each.
@@ -162,25 +163,7 @@ impl Client {
             client_id: config.client_id,
             client_secret: config.client_secret,
             max_response_bytes: config.max_response_bytes,
-            last_rate_limit: Mutex::new(None),
         })
-    }
-
-    /// Rate-limit headers of the most recent API response on this client, error responses
-    /// included (a 403 or 404 counts against the limit too). `None` if that response had no
-    /// such headers or no response arrived. A successful [`Page`] carries the same value.
-    pub fn last_rate_limit(&self) -> Option<RateLimit> {
-        *self
-            .last_rate_limit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_last_rate_limit(&self, rl: Option<RateLimit>) {
-        *self
-            .last_rate_limit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = rl;
     }
 
     /// GETs one page of a list endpoint.
@@ -194,6 +177,31 @@ impl Client {
         company_id: Option<i64>,
         req: PageRequest<'_>,
     ) -> Result<Page, ProcoreError> {
+        self.list_page_and_rate_limit(access_token, company_id, req)
+            .0
+    }
+
+    /// [`Client::list_page`], with the rate-limit headers of whatever answered, error
+    /// responses included (a 403 or 404 counts against the limit too). `None` when the
+    /// answer had no such headers or no answer arrived.
+    pub fn list_page_and_rate_limit(
+        &self,
+        access_token: &Secret,
+        company_id: Option<i64>,
+        req: PageRequest<'_>,
+    ) -> (Result<Page, ProcoreError>, Option<RateLimit>) {
+        let mut rate_limit = None;
+        let result = self.get_page(access_token, company_id, req, &mut rate_limit);
+        (result, rate_limit)
+    }
+
+    fn get_page(
+        &self,
+        access_token: &Secret,
+        company_id: Option<i64>,
+        req: PageRequest<'_>,
+        rate_limit_seen: &mut Option<RateLimit>,
+    ) -> Result<Page, ProcoreError> {
         let url = match req {
             PageRequest::First {
                 path,
@@ -205,7 +213,6 @@ impl Client {
         check_header_value("access token", access_token.expose())?;
         let secrets = [access_token.expose(), self.client_secret.expose()];
 
-        self.set_last_rate_limit(None);
         let mut request = self
             .agent
             .request_url("GET", &url)
@@ -220,7 +227,7 @@ impl Client {
         let response = match request.call() {
             Ok(response) => response,
             Err(ureq::Error::Status(status, response)) => {
-                self.set_last_rate_limit(rate_limit_of(&response));
+                *rate_limit_seen = rate_limit_of(&response);
                 return Err(self.status_error(Endpoint::Api, status, response, &secrets));
             }
             Err(ureq::Error::Transport(transport)) => {
@@ -228,7 +235,7 @@ impl Client {
             }
         };
         let rate_limit = rate_limit_of(&response);
-        self.set_last_rate_limit(rate_limit);
+        *rate_limit_seen = rate_limit;
         let status = response.status();
         if !(200..300).contains(&status) {
             return Err(self.status_error(Endpoint::Api, status, response, &secrets));

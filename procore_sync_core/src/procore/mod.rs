@@ -16,7 +16,7 @@ mod sanitize;
 #[cfg(test)]
 mod client_tests;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 pub use error::ProcoreError;
 pub use http::{Client, ClientConfig, Page, PageRequest};
