@@ -11,7 +11,7 @@
 //! when the buffer is full, so a slow main thread slows the reading instead of piling up
 //! pages.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -106,10 +106,7 @@ impl FetchPool {
         let answer = if timeout.is_zero() {
             self.answers.try_recv().ok()
         } else {
-            match self.answers.recv_timeout(timeout) {
-                Ok(answer) => Some(answer),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-            }
+            self.answers.recv_timeout(timeout).ok()
         };
         if answer.is_some() {
             self.outstanding -= 1;
