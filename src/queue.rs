@@ -71,16 +71,18 @@ pub struct TakenItem {
 }
 
 /// A pool worker takes one item for itself: first those claimed for the pool, then any
-/// other due item, so the pool keeps draining the queue between scheduler ticks.
-pub fn take_next_item() -> Result<Option<TakenItem>, SyncError> {
+/// other due item, so the pool keeps draining the queue between scheduler ticks. `busy`:
+/// users this worker is syncing already, whose items it must not take a second time.
+pub fn take_next_item(busy: &[String]) -> Result<Option<TakenItem>, SyncError> {
     Spi::connect_mut(|client| {
         let rows = client.update(
             "WITH next AS (
                 SELECT id, (status = 'processing' AND worker_pid IS NOT NULL) AS taken_over
                 FROM procore_sync_queue
-                WHERE (status = 'processing' AND worker_pid IS NULL)
-                   OR (status = 'pending' AND next_attempt_at <= now())
-                   OR (status = 'processing' AND lease_expires_at < now())
+                WHERE ((status = 'processing' AND worker_pid IS NULL)
+                       OR (status = 'pending' AND next_attempt_at <= now())
+                       OR (status = 'processing' AND lease_expires_at < now()))
+                  AND user_id::text <> ALL ($2::text[])
                 ORDER BY status = 'processing' DESC, next_attempt_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
@@ -91,7 +93,7 @@ pub fn take_next_item() -> Result<Option<TakenItem>, SyncError> {
              FROM next WHERE q.id = next.id
              RETURNING q.id, q.user_id::text, q.attempts, next.taken_over",
             Some(1),
-            &[(settings::lease_seconds() as f64).into()],
+            &[(settings::lease_seconds() as f64).into(), busy.to_vec().into()],
         )?;
         taken_item(rows)
     })

@@ -20,6 +20,8 @@ pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static FAILPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"UTC"));
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static USERS_PER_WORKER: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static LISTINGS_PER_USER: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -100,11 +102,31 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"procore_sync.max_workers",
-        c"How many users are synced in parallel.",
-        c"Each sync is a background worker: keep max_worker_processes above this plus 2.",
+        c"How many sync worker processes run at once.",
+        c"Each carries up to users_per_worker users: keep max_worker_processes above this plus 2.",
         &MAX_WORKERS,
         1,
         64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.users_per_worker",
+        c"How many users one sync worker carries at once.",
+        c"Their requests share the worker's HTTP threads; Postgres work stays on its main thread.",
+        &USERS_PER_WORKER,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.listings_per_user",
+        c"How many listings of one user are read at the same time.",
+        c"Each listing is still read page by page, in order, within the user's rate limit.",
+        &LISTINGS_PER_USER,
+        1,
+        16,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -214,6 +236,14 @@ pub fn timezone_name() -> String {
 
 pub fn max_workers() -> i32 {
     MAX_WORKERS.get()
+}
+
+pub fn users_per_worker() -> usize {
+    USERS_PER_WORKER.get().max(1) as usize
+}
+
+pub fn listings_per_user() -> usize {
+    LISTINGS_PER_USER.get().max(1) as usize
 }
 
 pub fn batch_size() -> i32 {

@@ -189,25 +189,44 @@ pub struct Progress<'a> {
     pub rate_limit: Option<(i32, i32)>,
 }
 
-/// Live progress for the running-syncs view, and the lease renewal that proves this worker
-/// is alive.
-pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError> {
+/// Renews the user's lease, proving this worker still holds their item. Every write of a
+/// sync starts with it, in the same transaction, so a worker whose lease ran out (another
+/// worker took the user over) writes nothing more.
+pub fn hold_lease(queue_id: i64, lease_seconds: i64) -> Result<(), SyncError> {
+    let still_ours = Spi::get_one_with_args::<bool>(
+        "UPDATE procore_sync_queue
+         SET lease_expires_at = now() + make_interval(secs => $2)
+         WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
+         RETURNING true",
+        &[queue_id.into(), (lease_seconds as f64).into()],
+    );
+    match still_ours {
+        Ok(Some(true)) => Ok(()),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(SyncError::LeaseLost(queue_id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Live progress for the running-syncs view. Call after `hold_lease`.
+pub fn record_progress(p: &Progress) -> Result<(), SyncError> {
     let (remaining, limit) = match p.rate_limit {
         Some((r, l)) => (Some(r), Some(l)),
         None => (None, None),
     };
     Spi::run_with_args(
-        "INSERT INTO procore_sync_progress AS p
-             (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
-              requests, rate_limit_remaining, rate_limit_limit, updated_at)
-         VALUES ($1, $2::uuid, pg_backend_pid(), $3, $4, $5, $6, $7, $8, $9, $10, now())
-         ON CONFLICT (queue_id) DO UPDATE
-         SET worker_pid = EXCLUDED.worker_pid, resource = EXCLUDED.resource,
-             company_id = EXCLUDED.company_id, project_id = EXCLUDED.project_id,
-             pages = EXCLUDED.pages, records = EXCLUDED.records, requests = EXCLUDED.requests,
-             rate_limit_remaining = coalesce(EXCLUDED.rate_limit_remaining, p.rate_limit_remaining),
-             rate_limit_limit = coalesce(EXCLUDED.rate_limit_limit, p.rate_limit_limit),
-             updated_at = now()",
+        "WITH progress AS (
+            INSERT INTO procore_sync_progress AS p
+                (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
+                 requests, rate_limit_remaining, rate_limit_limit, updated_at)
+            VALUES ($1, $2::uuid, pg_backend_pid(), $3, $4, $5, $6, $7, $8, $9, $10, now())
+            ON CONFLICT (queue_id) DO UPDATE
+            SET worker_pid = EXCLUDED.worker_pid, resource = EXCLUDED.resource,
+                company_id = EXCLUDED.company_id, project_id = EXCLUDED.project_id,
+                pages = EXCLUDED.pages, records = EXCLUDED.records, requests = EXCLUDED.requests,
+                rate_limit_remaining = coalesce(EXCLUDED.rate_limit_remaining, p.rate_limit_remaining),
+                rate_limit_limit = coalesce(EXCLUDED.rate_limit_limit, p.rate_limit_limit),
+                updated_at = now())
+         UPDATE procore_sync_queue SET records_written = $7, requests_made = $8 WHERE id = $1",
         &[
             p.queue_id.into(),
             p.user_id.into(),
@@ -221,26 +240,7 @@ pub fn record_progress(p: &Progress, lease_seconds: i64) -> Result<(), SyncError
             limit.into(),
         ],
     )?;
-    let still_ours = Spi::get_one_with_args::<bool>(
-        "UPDATE procore_sync_queue
-         SET lease_expires_at = now() + make_interval(secs => $2),
-             records_written = $3, requests_made = $4
-         WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
-         RETURNING true",
-        &[
-            p.queue_id.into(),
-            (lease_seconds as f64).into(),
-            p.records.into(),
-            p.requests.into(),
-        ],
-    );
-    // No row: the lease ran out and another worker owns the user now. Stop rather than
-    // sync the same user twice.
-    match still_ours {
-        Ok(Some(true)) => Ok(()),
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(SyncError::LeaseLost(p.queue_id)),
-        Err(e) => Err(e.into()),
-    }
+    Ok(())
 }
 
 /// The user's rate-limit headroom as Procore last reported it, kept on the queue row for
@@ -260,15 +260,7 @@ pub fn save_rate_limit(queue_id: i64, rate_limit: &RateLimit) -> Result<(), Sync
     Ok(())
 }
 
-/// Where a user's reading of one resource in one scope stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CursorTimes {
-    /// The end of the last pass's window.
-    pub last_synced: Option<DateTime<Utc>>,
-    pub last_full: Option<DateTime<Utc>>,
-    /// When the last successful listing ended: the user's grant to see the scope.
-    pub listed: Option<DateTime<Utc>>,
-}
+pub use procore_sync_core::walk::CursorTimes;
 
 /// When this user last finished `resource` in this scope, for incremental reads.
 pub fn cursor(

@@ -9,7 +9,8 @@
 //!
 //! The ids a listing returned stay in memory while they are few; a large listing spills them
 //! to a temporary table page by page, so a resource of any size costs a worker the same
-//! memory (one statement over 200,000 ids in an array cost the planner about 40 MB).
+//! memory (one statement over 200,000 ids in an array cost the planner about 40 MB). A worker
+//! reads many listings at once, so spilled ids carry their listing's key.
 
 use pgrx::prelude::*;
 
@@ -22,7 +23,11 @@ const IN_MEMORY_IDS: usize = 10_000;
 pub struct SeenIds {
     in_memory: Vec<i64>,
     spilled: bool,
+    /// Unique in this process, so listings read side by side never mix their spilled ids.
+    key: i64,
 }
+
+static NEXT_KEY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
 
 impl Default for SeenIds {
     fn default() -> Self {
@@ -35,6 +40,7 @@ impl SeenIds {
         SeenIds {
             in_memory: Vec::new(),
             spilled: false,
+            key: NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -47,14 +53,40 @@ impl SeenIds {
         }
         if !self.spilled {
             Spi::run(
-                "CREATE TEMP TABLE IF NOT EXISTS procore_sync_seen (procore_id bigint PRIMARY KEY)",
+                "CREATE TEMP TABLE IF NOT EXISTS procore_sync_seen
+                     (listing bigint, procore_id bigint, PRIMARY KEY (listing, procore_id))",
             )?;
-            // Left over from a pass that failed half way.
-            Spi::run("TRUNCATE pg_temp.procore_sync_seen")?;
-            insert_spilled(&std::mem::take(&mut self.in_memory))?;
+            let kept = std::mem::take(&mut self.in_memory);
+            self.insert_spilled(&kept)?;
             self.spilled = true;
         }
-        insert_spilled(page)
+        self.insert_spilled(page)
+    }
+
+    /// Drops what a listing that will not finish spilled. Call it in a transaction.
+    pub fn discard(self) -> Result<(), SyncError> {
+        if self.spilled {
+            self.forget_spilled()?;
+        }
+        Ok(())
+    }
+
+    fn forget_spilled(&self) -> Result<(), SyncError> {
+        Spi::run_with_args(
+            "DELETE FROM pg_temp.procore_sync_seen WHERE listing = $1",
+            &[self.key.into()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_spilled(&self, ids: &[i64]) -> Result<(), SyncError> {
+        // A page fetched again after a retry repeats ids.
+        Spi::run_with_args(
+            "INSERT INTO pg_temp.procore_sync_seen
+             SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
+            &[self.key.into(), ids.to_vec().into()],
+        )?;
+        Ok(())
     }
 
     /// Records what a finished listing of a company or project scope means: the records it
@@ -63,7 +95,7 @@ impl SeenIds {
     /// can be expected in it), the ones it returned are shown again, and on a full listing
     /// the records nobody else who can see the scope still sees are marked deleted. Call it
     /// after `lock_scope`, before the cursor's `listed_at` moves.
-    pub fn finish(self, listing: &Listing) -> Result<ListingEnd, SyncError> {
+    pub fn finish(mut self, listing: &Listing) -> Result<ListingEnd, SyncError> {
         let sql = if self.spilled {
             // Without statistics the planner would guess the temporary table's size.
             Spi::run("ANALYZE pg_temp.procore_sync_seen")?;
@@ -74,6 +106,11 @@ impl SeenIds {
         let window_from = listing
             .window_from
             .map(|t| t.timestamp_micros() as f64 / 1e6);
+        let ids = if self.spilled {
+            self.key.into()
+        } else {
+            std::mem::take(&mut self.in_memory).into()
+        };
         let (deleted, hidden) = Spi::get_two_with_args::<i64, i64>(
             sql,
             &[
@@ -83,11 +120,11 @@ impl SeenIds {
                 listing.project_id.into(),
                 listing.window_from.is_none().into(),
                 window_from.into(),
-                self.in_memory.into(),
+                ids,
             ],
         )?;
         if self.spilled {
-            Spi::run("TRUNCATE pg_temp.procore_sync_seen")?;
+            self.forget_spilled()?;
         }
         forget_emptied_exceptions(listing.resource, listing.company_id)?;
         Ok(ListingEnd {
@@ -127,7 +164,8 @@ pub struct ListingEnd {
     pub hidden: i64,
 }
 
-/// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table.
+/// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table's
+/// rows whose listing is `$7`.
 /// `$1` user, `$2` resource, `$3` company, `$4` project (NULL for a company scope), `$5`
 /// whether the listing was full, `$6` its window's start (epoch seconds). An incremental
 /// listing considers only the records it could have returned: changed in its window, or
@@ -189,8 +227,9 @@ const FINISH_IN_MEMORY: &str = finish_listing_sql!(
     "h.procore_id = ANY ($7::bigint[])"
 );
 const FINISH_SPILLED: &str = finish_listing_sql!(
-    "NOT EXISTS (SELECT 1 FROM pg_temp.procore_sync_seen s WHERE s.procore_id = r.procore_id)",
-    "h.procore_id IN (SELECT s.procore_id FROM pg_temp.procore_sync_seen s)"
+    "NOT EXISTS (SELECT 1 FROM pg_temp.procore_sync_seen s
+                 WHERE s.listing = $7::bigint AND s.procore_id = r.procore_id)",
+    "h.procore_id IN (SELECT s.procore_id FROM pg_temp.procore_sync_seen s WHERE s.listing = $7::bigint)"
 );
 
 /// Serialises, per scope, the writes of a page and the end of a listing: a record another
@@ -346,16 +385,6 @@ const FORGET_USER_KEEP_ORPHANS: &str = forget_user_sql!(
     "FROM"
 );
 const FORGET_USER_DELETE_ORPHANS: &str = forget_user_sql!("DELETE FROM procore_records r", "USING");
-
-fn insert_spilled(ids: &[i64]) -> Result<(), SyncError> {
-    // A page fetched again after a retry repeats ids.
-    Spi::run_with_args(
-        "INSERT INTO pg_temp.procore_sync_seen
-         SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
-        &[ids.to_vec().into()],
-    )?;
-    Ok(())
-}
 
 /// Temporary tables use at most this much of the worker's own memory; the rest of a spilled
 /// listing lives in the operating system's file cache.

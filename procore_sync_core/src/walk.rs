@@ -333,6 +333,11 @@ impl UserWalk {
         &self.user_id
     }
 
+    /// The access token requests go out with now.
+    pub fn access_token(&self) -> &Secret {
+        &self.access_token
+    }
+
     /// The last rate-limit headers Procore sent for this user.
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit

@@ -1,0 +1,581 @@
+//! Many users in flight in one sync worker.
+//!
+//! The main thread is the only one that touches Postgres: it takes queue items, holds the
+//! leases, reads credentials, writes pages, progress and NOTIFY. Each user's sync is a
+//! `UserWalk` (pure, `procore_sync_core::walk`) that says what to request next; the requests
+//! run on the worker's `FetchPool` threads, and their answers come back here. The main thread
+//! never blocks on HTTP: it waits on the answers with a short timeout, so signals, timers and
+//! the queue are looked at several times a second.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+use super::in_transaction;
+use crate::procore::{backoff, Client, ClientConfig};
+use crate::queue::{self, Finish, TakenItem};
+use crate::settings;
+use crate::store;
+use crate::sync::{self, PgStore, RefreshStart};
+use procore_sync_core::fetch_pool::{blocking_signals, Answer, FetchPool, Job};
+use procore_sync_core::walk::{Action, SyncFailure, SyncOutcome, UserWalk};
+
+/// Requests in flight per worker at most. Answers are read by these threads; the bound keeps
+/// a worker's memory to a few dozen responses however many users it carries.
+const MAX_FETCH_THREADS: usize = 32;
+/// Answers waiting for the main thread; past this the threads wait (back-pressure).
+const BUFFERED_ANSWERS: usize = 8;
+/// Longest the main thread waits for an answer before it looks at signals and timers.
+const TICK: Duration = Duration::from_millis(100);
+/// Queue items taken per tick, so a long queue does not keep the users in flight waiting.
+const TAKES_PER_TICK: usize = 16;
+/// A pool worker with nothing to do for this long exits.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+/// How soon to ask again for a refresh lock another process holds.
+const REFRESH_LOCK_RETRY: Duration = Duration::from_millis(250);
+
+/// Where a worker's users come from.
+pub enum Source {
+    /// Due queue items, as many at once as `users_per_worker` allows.
+    Queue,
+    /// One user for `procore_sync_user()`: rate limits and errors fail the call at once
+    /// instead of being retried later.
+    Manual(TakenItem),
+}
+
+struct UserInFlight {
+    item: TakenItem,
+    walk: UserWalk,
+    store: PgStore,
+    /// This worker holds the user's advisory lock (not when it took over an expired lease).
+    locked: bool,
+    started: Instant,
+    wake_at: Option<DateTime<Utc>>,
+    /// Set while another process holds the user's refresh lock.
+    refresh_again_at: Option<Instant>,
+}
+
+struct Flight {
+    manual: bool,
+    pool: FetchPool,
+    /// The client settings `pool` was built with, to notice a reload that changes them.
+    client_settings: String,
+    /// Pools replaced after a reload, kept until their last answers are in.
+    retiring: Vec<FetchPool>,
+    users: HashMap<u64, UserInFlight>,
+    next_walk: u64,
+    activity_shown: Option<usize>,
+}
+
+/// Runs until the queue stays empty (`Queue`), the user is done (`Manual`), or shutdown.
+pub fn run(source: Source) {
+    let (manual, first) = match source {
+        Source::Queue => (false, None),
+        Source::Manual(item) => (true, Some(item)),
+    };
+    let mut flight = match Flight::start(manual) {
+        Ok(flight) => flight,
+        Err(message) => {
+            fail_without_client(first, &message);
+            return;
+        }
+    };
+    if let Some(item) = first {
+        flight.admit(item, true);
+    }
+    let mut idle_since = Instant::now();
+    loop {
+        // A zero wait on the latch notices a dead postmaster; SIGTERM sets the flag.
+        if shutdown_requested() || !BackgroundWorker::wait_latch(Some(Duration::ZERO)) {
+            flight.shut_down();
+            return;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            flight.renew_pool_if_settings_changed();
+        }
+        if !manual {
+            flight.take_due_items();
+        }
+        flight.show_activity();
+        if flight.users.is_empty() && flight.outstanding() == 0 {
+            if manual || idle_since.elapsed() >= IDLE_EXIT {
+                return;
+            }
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(250)));
+            continue;
+        }
+        idle_since = Instant::now();
+        flight.drive_due_users();
+        flight.handle_answers();
+    }
+}
+
+impl Flight {
+    fn start(manual: bool) -> Result<Flight, String> {
+        let config = settings::client_config();
+        let client_settings = fingerprint(&config);
+        Ok(Flight {
+            manual,
+            pool: start_pool(config)?,
+            client_settings,
+            retiring: Vec::new(),
+            users: HashMap::new(),
+            next_walk: 0,
+            activity_shown: None,
+        })
+    }
+
+    fn outstanding(&self) -> usize {
+        self.pool.outstanding() + self.retiring.iter().map(FetchPool::outstanding).sum::<usize>()
+    }
+
+    /// New HTTP settings (base URLs, timeout, CA file, credentials) apply to the requests
+    /// sent after the reload; requests already out finish on the old pool.
+    fn renew_pool_if_settings_changed(&mut self) {
+        let config = settings::client_config();
+        let changed = fingerprint(&config);
+        if changed == self.client_settings {
+            return;
+        }
+        match start_pool(config) {
+            Ok(pool) => {
+                self.retiring.push(std::mem::replace(&mut self.pool, pool));
+                self.client_settings = changed;
+            }
+            Err(message) => log!("procore_sync: new HTTP settings not applied: {message}"),
+        }
+    }
+
+    fn take_due_items(&mut self) {
+        for _ in 0..TAKES_PER_TICK {
+            if self.users.len() >= settings::users_per_worker() {
+                return;
+            }
+            let busy: Vec<String> = self.users.values().map(|u| u.item.user_id.clone()).collect();
+            let item = match in_transaction(|| queue::take_next_item(&busy)) {
+                Ok(Ok(Some(item))) => item,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    log!("procore_sync: could not take a queue item: {e}");
+                    return;
+                }
+                Err(e) => {
+                    log!("procore_sync: could not take a queue item: {e}");
+                    return;
+                }
+            };
+            let locked = lock_user(&item.user_id);
+            // The holder of an expired lease is frozen, not syncing: take over, and its own
+            // next write will find the item gone.
+            if locked || item.taken_over {
+                self.admit(item, locked);
+            } else {
+                // A manual sync holds this user: try again shortly, without an attempt.
+                let finish = Finish::RetryAt {
+                    at: Utc::now() + TimeDelta::seconds(5),
+                    error: "another worker is syncing this user",
+                    counts_as_attempt: false,
+                };
+                let _ = in_transaction(|| queue::finish_item(item.queue_id, finish));
+            }
+        }
+    }
+
+    fn admit(&mut self, item: TakenItem, locked: bool) {
+        match sync::start_walk(&item) {
+            Ok((walk, store)) => {
+                self.next_walk += 1;
+                let id = self.next_walk;
+                self.users.insert(
+                    id,
+                    UserInFlight {
+                        item,
+                        walk,
+                        store,
+                        locked,
+                        started: Instant::now(),
+                        wake_at: Some(Utc::now()),
+                        refresh_again_at: None,
+                    },
+                );
+                self.drive(id);
+            }
+            Err(failure) => {
+                finish_item(&item, self.manual, Instant::now(), None, Err(failure));
+                if locked {
+                    unlock_user(&item.user_id);
+                }
+            }
+        }
+    }
+
+    /// Polls the users whose timer ran out (pacing, a retry's backoff, a busy refresh lock).
+    fn drive_due_users(&mut self) {
+        let now = Utc::now();
+        let due: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|(_, u)| {
+                u.wake_at.is_some_and(|at| at <= now)
+                    || u.refresh_again_at.is_some_and(|at| at <= Instant::now())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.drive(id);
+        }
+    }
+
+    /// Asks one user's walk for everything it can do now.
+    fn drive(&mut self, id: u64) {
+        loop {
+            let Some(user) = self.users.get_mut(&id) else {
+                return;
+            };
+            if let Some(at) = user.refresh_again_at {
+                if Instant::now() < at {
+                    return;
+                }
+                user.refresh_again_at = None;
+                self.refresh(id);
+                continue;
+            }
+            match user.walk.poll(&mut user.store, Utc::now()) {
+                Action::Fetch(fetch) => self.pool.submit(Job::Page { walk: id, fetch }),
+                Action::Refresh => self.refresh(id),
+                Action::Idle(wake) => {
+                    user.wake_at = wake;
+                    return;
+                }
+                Action::Done(result) => {
+                    self.finish(id, result);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn refresh(&mut self, id: u64) {
+        let Some(user) = self.users.get_mut(&id) else {
+            return;
+        };
+        match sync::begin_refresh(&user.item.user_id, user.walk.access_token()) {
+            Ok(RefreshStart::Use(token, expires_at)) => {
+                user.walk.on_refresh(Ok((token, expires_at)))
+            }
+            Ok(RefreshStart::Spend(refresh_token)) => {
+                let user_id = user.item.user_id.clone();
+                self.pool.submit(Job::Refresh {
+                    walk: id,
+                    user_id,
+                    refresh_token,
+                });
+            }
+            Ok(RefreshStart::Busy) => {
+                user.refresh_again_at = Some(Instant::now() + REFRESH_LOCK_RETRY)
+            }
+            Err(failure) => user.walk.on_refresh(Err(failure)),
+        }
+    }
+
+    /// Waits up to a tick (less when a user's timer runs out sooner) for answers, and hands
+    /// each to its user.
+    fn handle_answers(&mut self) {
+        let now = Utc::now();
+        let next_timer = self
+            .users
+            .values()
+            .filter_map(|u| u.wake_at)
+            .min()
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+        let mut wait = next_timer.map_or(TICK, |t| t.min(TICK));
+        if self.users.values().any(|u| u.refresh_again_at.is_some()) {
+            wait = wait.min(REFRESH_LOCK_RETRY);
+        }
+        let mut answers = Vec::new();
+        answers.extend(self.pool.next_answer(wait));
+        while answers.len() < 64 {
+            match self.pool.next_answer(Duration::ZERO) {
+                Some(answer) => answers.push(answer),
+                None => break,
+            }
+        }
+        for pool in &mut self.retiring {
+            while let Some(answer) = pool.next_answer(Duration::ZERO) {
+                answers.push(answer);
+            }
+        }
+        self.retiring.retain(|p| p.outstanding() > 0);
+        for answer in answers {
+            self.handle(answer);
+        }
+    }
+
+    fn handle(&mut self, answer: Answer) {
+        match answer {
+            Answer::Page {
+                walk,
+                fetch,
+                result,
+                rate_limit,
+            } => {
+                // A user that ended meanwhile (lease lost, parked, shut down) is gone: its
+                // answer is dropped, never written.
+                if let Some(user) = self.users.get_mut(&walk) {
+                    user.walk
+                        .on_page(&mut user.store, fetch, result, rate_limit, Utc::now());
+                    self.drive(walk);
+                }
+            }
+            Answer::Refresh {
+                walk,
+                user_id,
+                result,
+                journal_error,
+            } => {
+                // Committed even when the walk is gone: the old refresh token is spent.
+                let refreshed = sync::end_refresh(&user_id, result, journal_error);
+                if let Some(user) = self.users.get_mut(&walk) {
+                    user.walk.on_refresh(refreshed);
+                    self.drive(walk);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, id: u64, result: Result<SyncOutcome, SyncFailure>) {
+        let Some(mut user) = self.users.remove(&id) else {
+            return;
+        };
+        if result.is_err() {
+            user.store.discard();
+        }
+        finish_item(
+            &user.item,
+            self.manual,
+            user.started,
+            user.walk.rate_limit(),
+            result,
+        );
+        if user.locked {
+            unlock_user(&user.item.user_id);
+        }
+    }
+
+    /// Gives every user back to the queue untouched, and commits any token refresh already
+    /// out: Procore has spent the old refresh token, so the new one must not be lost.
+    fn shut_down(&mut self) {
+        let ids: Vec<u64> = self.users.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Err(SyncFailure::Shutdown));
+        }
+        let deadline = Instant::now() + settings::client_config().timeout + Duration::from_secs(1);
+        while self.outstanding() > 0 && Instant::now() < deadline {
+            self.handle_answers();
+        }
+    }
+
+    fn show_activity(&mut self) {
+        let n = self.users.len();
+        if self.activity_shown == Some(n) && n != 1 {
+            return;
+        }
+        self.activity_shown = Some(n);
+        let text = match n {
+            0 => "procore_sync: idle".to_string(),
+            1 => {
+                let user = self.users.values().next().map(|u| u.item.user_id.as_str());
+                format!("procore_sync: syncing user {}", user.unwrap_or_default())
+            }
+            n => format!("procore_sync: syncing {n} users"),
+        };
+        report_activity(&text);
+    }
+}
+
+fn start_pool(config: ClientConfig) -> Result<FetchPool, String> {
+    let client = Client::new(config).map_err(|e| e.to_string())?;
+    let threads = settings::users_per_worker().min(MAX_FETCH_THREADS);
+    blocking_signals(|| {
+        FetchPool::start(
+            Arc::new(client),
+            store::token_journal(),
+            threads,
+            BUFFERED_ANSWERS,
+        )
+    })
+    .map_err(|e| format!("could not start HTTP threads: {e}"))
+}
+
+/// What identifies a client's settings; compared in memory only, never shown.
+fn fingerprint(config: &ClientConfig) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n{:?}\n{:?}\n{}\n{}\n{}",
+        config.api_base_url,
+        config.login_base_url,
+        config.client_id,
+        config.client_secret.expose(),
+        config.timeout,
+        config.ca_file,
+        config.max_response_bytes,
+        config.allow_http,
+        config.user_agent
+    )
+}
+
+/// Settings that make a client impossible (a bad base URL) fail the work at hand with the
+/// reason, as any sync with them would.
+fn fail_without_client(item: Option<TakenItem>, message: &str) {
+    log!("procore_sync: sync worker cannot reach Procore: {message}");
+    if let Some(item) = item {
+        let failure = SyncFailure::Permanent(format!("Procore client configuration: {message}"));
+        finish_item(&item, true, Instant::now(), None, Err(failure));
+    }
+}
+
+/// Records how a user's sync ended: the log line, the rate limit for the status view, and
+/// the queue item's end (with its NOTIFY).
+fn finish_item(
+    item: &TakenItem,
+    manual: bool,
+    started: Instant,
+    rate_limit: Option<crate::procore::RateLimit>,
+    result: Result<SyncOutcome, SyncFailure>,
+) {
+    if let Some(rl) = rate_limit {
+        if !matches!(
+            in_transaction(|| store::save_rate_limit(item.queue_id, &rl)),
+            Ok(Ok(()))
+        ) {
+            log!(
+                "procore_sync: could not record the rate limit of queue item {}",
+                item.queue_id
+            );
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let finished = match &result {
+        Ok(outcome) => {
+            log!(
+                "procore_sync: user {} synced: {} records written, {} requests, {:.1}s{}",
+                item.user_id,
+                outcome.records_written,
+                outcome.requests_made,
+                elapsed,
+                if outcome.resource_errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} resource errors", outcome.resource_errors.len())
+                }
+            );
+            let warnings = (!outcome.resource_errors.is_empty()).then(|| {
+                format!(
+                    "completed with {} resource error(s): {}",
+                    outcome.resource_errors.len(),
+                    outcome.resource_errors.join("; ")
+                )
+            });
+            in_transaction(|| {
+                queue::finish_item(
+                    item.queue_id,
+                    Finish::Completed {
+                        records: outcome.records_written,
+                        requests: outcome.requests_made,
+                        warnings: warnings.as_deref(),
+                    },
+                )
+            })
+        }
+        Err(failure) => {
+            let message = failure.message();
+            log!(
+                "procore_sync: user {} sync attempt {} failed after {:.1}s: {}",
+                item.user_id,
+                item.attempts,
+                elapsed,
+                message
+            );
+            let finish = match failure {
+                // Released and LeaseLost change nothing when another worker holds the item.
+                SyncFailure::Shutdown | SyncFailure::LeaseLost(_) => Finish::Released,
+                SyncFailure::RateLimited { retry_at, .. } if !manual => Finish::RetryAt {
+                    at: *retry_at,
+                    error: &message,
+                    counts_as_attempt: false,
+                },
+                SyncFailure::Retryable(_)
+                    if !manual && item.attempts < settings::max_attempts() =>
+                {
+                    let delay = backoff::retry_delay(
+                        item.attempts.max(1) as u32,
+                        Duration::from_secs(30),
+                        Duration::from_secs(3600),
+                        &mut rand::thread_rng(),
+                    );
+                    Finish::RetryAt {
+                        at: Utc::now()
+                            + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(30)),
+                        error: &message,
+                        counts_as_attempt: true,
+                    }
+                }
+                _ => Finish::Failed { error: &message },
+            };
+            in_transaction(|| queue::finish_item(item.queue_id, finish))
+        }
+    };
+    match finished {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log!(
+            "procore_sync: could not record the end of queue item {}: {e}",
+            item.queue_id
+        ),
+        Err(e) => log!(
+            "procore_sync: could not record the end of queue item {}: {e}",
+            item.queue_id
+        ),
+    }
+}
+
+/// Advisory-lock class of the per-user locks.
+const USER_LOCK_CLASS: i32 = 0x5053_5553;
+
+/// A session lock on the user for as long as this worker syncs them. Unlike a look at
+/// pg_stat_activity, it cannot be fooled by a worker that started a moment ago, and it goes
+/// away with a worker that dies.
+pub fn lock_user(user_id: &str) -> bool {
+    matches!(
+        in_transaction(|| Spi::get_one_with_args::<bool>(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )),
+        Ok(Ok(Some(true)))
+    )
+}
+
+pub fn unlock_user(user_id: &str) {
+    let _ = in_transaction(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )
+    });
+}
+
+pub fn shutdown_requested() -> bool {
+    unsafe { pg_sys::ShutdownRequestPending != 0 }
+}
+
+fn report_activity(text: &str) {
+    if let Ok(text) = CString::new(text) {
+        unsafe {
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr())
+        };
+    }
+}
