@@ -93,7 +93,10 @@ pub fn take_next_item(busy: &[String]) -> Result<Option<TakenItem>, SyncError> {
              FROM next WHERE q.id = next.id
              RETURNING q.id, q.user_id::text, q.attempts, next.taken_over",
             Some(1),
-            &[(settings::lease_seconds() as f64).into(), busy.to_vec().into()],
+            &[
+                (settings::lease_seconds() as f64).into(),
+                busy.to_vec().into(),
+            ],
         )?;
         taken_item(rows)
     })

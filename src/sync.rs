@@ -31,9 +31,9 @@ const REFRESH_LOCK_CLASS: i32 = 0x5053_5246;
 fn step<R>(body: impl FnOnce() -> Result<R, SyncError>) -> Result<R, StoreError> {
     match in_transaction(body) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(SyncError::LeaseLost(id))) => Err(StoreError::LeaseLost(
-            SyncError::LeaseLost(id).to_string(),
-        )),
+        Ok(Err(SyncError::LeaseLost(id))) => {
+            Err(StoreError::LeaseLost(SyncError::LeaseLost(id).to_string()))
+        }
         Ok(Err(e)) => Err(StoreError::Database(e.to_string())),
         Err(message) => Err(StoreError::Database(message)),
     }
@@ -149,11 +149,7 @@ impl WalkStore for PgStore {
         })
     }
 
-    fn finish_listing(
-        &mut self,
-        listing: &ListingRef,
-        end: &ListingEnd,
-    ) -> Result<(), StoreError> {
+    fn finish_listing(&mut self, listing: &ListingRef, end: &ListingEnd) -> Result<(), StoreError> {
         let (company, project) = Self::scope_of(listing);
         let record_company = Self::record_company(listing);
         let mut seen = self.seen.remove(&listing.id);

@@ -38,6 +38,9 @@ const TAKES_PER_TICK: usize = 16;
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 /// How soon to ask again for a refresh lock another process holds.
 const REFRESH_LOCK_RETRY: Duration = Duration::from_millis(250);
+/// How soon to look at the queue again after it had nothing due: answers arrive hundreds of
+/// times a second, and each need not cost a queue scan.
+const EMPTY_QUEUE_RETRY: Duration = Duration::from_millis(250);
 
 /// Where a worker's users come from.
 pub enum Source {
@@ -69,7 +72,11 @@ struct Flight {
     retiring: Vec<FetchPool>,
     users: HashMap<u64, UserInFlight>,
     next_walk: u64,
-    activity_shown: Option<usize>,
+    /// Token refreshes sent and not answered yet.
+    refreshes_out: usize,
+    next_take_at: Instant,
+    /// The users in flight changed since `pg_stat_activity` last showed them.
+    activity_stale: bool,
 }
 
 /// Runs until the queue stays empty (`Queue`), the user is done (`Manual`), or shutdown.
@@ -127,12 +134,19 @@ impl Flight {
             retiring: Vec::new(),
             users: HashMap::new(),
             next_walk: 0,
-            activity_shown: None,
+            refreshes_out: 0,
+            next_take_at: Instant::now(),
+            activity_stale: true,
         })
     }
 
     fn outstanding(&self) -> usize {
-        self.pool.outstanding() + self.retiring.iter().map(FetchPool::outstanding).sum::<usize>()
+        self.pool.outstanding()
+            + self
+                .retiring
+                .iter()
+                .map(FetchPool::outstanding)
+                .sum::<usize>()
     }
 
     /// New HTTP settings (base URLs, timeout, CA file, credentials) apply to the requests
@@ -153,14 +167,24 @@ impl Flight {
     }
 
     fn take_due_items(&mut self) {
+        if Instant::now() < self.next_take_at {
+            return;
+        }
         for _ in 0..TAKES_PER_TICK {
             if self.users.len() >= settings::users_per_worker() {
                 return;
             }
-            let busy: Vec<String> = self.users.values().map(|u| u.item.user_id.clone()).collect();
+            let busy: Vec<String> = self
+                .users
+                .values()
+                .map(|u| u.item.user_id.clone())
+                .collect();
             let item = match in_transaction(|| queue::take_next_item(&busy)) {
                 Ok(Ok(Some(item))) => item,
-                Ok(Ok(None)) => return,
+                Ok(Ok(None)) => {
+                    self.next_take_at = Instant::now() + EMPTY_QUEUE_RETRY;
+                    return;
+                }
                 Ok(Err(e)) => {
                     log!("procore_sync: could not take a queue item: {e}");
                     return;
@@ -191,6 +215,7 @@ impl Flight {
         match sync::start_walk(&item) {
             Ok((walk, store)) => {
                 self.next_walk += 1;
+                self.activity_stale = true;
                 let id = self.next_walk;
                 self.users.insert(
                     id,
@@ -276,6 +301,7 @@ impl Flight {
                     user_id,
                     refresh_token,
                 });
+                self.refreshes_out += 1;
             }
             Ok(RefreshStart::Busy) => {
                 user.refresh_again_at = Some(Instant::now() + REFRESH_LOCK_RETRY)
@@ -339,6 +365,7 @@ impl Flight {
                 result,
                 journal_error,
             } => {
+                self.refreshes_out -= 1;
                 // Committed even when the walk is gone: the old refresh token is spent.
                 let refreshed = sync::end_refresh(&user_id, result, journal_error);
                 if let Some(user) = self.users.get_mut(&walk) {
@@ -353,6 +380,7 @@ impl Flight {
         let Some(mut user) = self.users.remove(&id) else {
             return;
         };
+        self.activity_stale = true;
         if result.is_err() {
             user.store.discard();
         }
@@ -368,32 +396,38 @@ impl Flight {
         }
     }
 
-    /// Gives every user back to the queue untouched, and commits any token refresh already
-    /// out: Procore has spent the old refresh token, so the new one must not be lost.
+    /// Gives every user back to the queue untouched, and waits for any token refresh already
+    /// out: Procore spends the old refresh token, so the new pair must be committed. Pages
+    /// still in flight are dropped.
     fn shut_down(&mut self) {
         let ids: Vec<u64> = self.users.keys().copied().collect();
         for id in ids {
             self.finish(id, Err(SyncFailure::Shutdown));
         }
         let deadline = Instant::now() + settings::client_config().timeout + Duration::from_secs(1);
-        while self.outstanding() > 0 && Instant::now() < deadline {
+        while self.refreshes_out > 0 && Instant::now() < deadline {
             self.handle_answers();
         }
     }
 
+    /// Names the users in flight in `pg_stat_activity` (as many as its query column holds).
     fn show_activity(&mut self) {
-        let n = self.users.len();
-        if self.activity_shown == Some(n) && n != 1 {
+        if !std::mem::take(&mut self.activity_stale) {
             return;
         }
-        self.activity_shown = Some(n);
-        let text = match n {
-            0 => "procore_sync: idle".to_string(),
-            1 => {
-                let user = self.users.values().next().map(|u| u.item.user_id.as_str());
-                format!("procore_sync: syncing user {}", user.unwrap_or_default())
+        let mut flights: Vec<(&u64, &UserInFlight)> = self.users.iter().collect();
+        flights.sort_by_key(|(id, _)| **id);
+        let text = match flights.as_slice() {
+            [] => "procore_sync: idle".to_string(),
+            [(_, user)] => format!("procore_sync: syncing user {}", user.item.user_id),
+            all => {
+                let ids: Vec<&str> = all.iter().map(|(_, u)| u.item.user_id.as_str()).collect();
+                format!(
+                    "procore_sync: syncing {} users: {}",
+                    all.len(),
+                    ids.join(" ")
+                )
             }
-            n => format!("procore_sync: syncing {n} users"),
         };
         report_activity(&text);
     }
@@ -430,12 +464,19 @@ fn fingerprint(config: &ClientConfig) -> String {
 }
 
 /// Settings that make a client impossible (a bad base URL) fail the work at hand with the
-/// reason, as any sync with them would.
+/// reason, as any sync with them would: the manual user, or every due item.
 fn fail_without_client(item: Option<TakenItem>, message: &str) {
     log!("procore_sync: sync worker cannot reach Procore: {message}");
+    let failure = || SyncFailure::Permanent(message.to_string());
     if let Some(item) = item {
-        let failure = SyncFailure::Permanent(format!("Procore client configuration: {message}"));
-        finish_item(&item, true, Instant::now(), None, Err(failure));
+        finish_item(&item, true, Instant::now(), None, Err(failure()));
+        return;
+    }
+    while !shutdown_requested() {
+        match in_transaction(|| queue::take_next_item(&[])) {
+            Ok(Ok(Some(item))) => finish_item(&item, false, Instant::now(), None, Err(failure())),
+            _ => return,
+        }
     }
 }
 

@@ -69,8 +69,8 @@ pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
     )?;
     let (running, due) = (running.unwrap_or(0), due.unwrap_or(0).max(claimed));
     let per_worker = settings::users_per_worker() as i64;
-    let wanted = ((due + per_worker - 1) / per_worker).min(i64::from(settings::max_workers()))
-        - running;
+    let wanted =
+        ((due + per_worker - 1) / per_worker).min(i64::from(settings::max_workers())) - running;
     let database = current_database()?;
     for _ in 0..wanted.max(0) {
         if builder(WORKER_TYPE, &database, &Mode::Pool)

@@ -598,7 +598,12 @@ fn pool_never_exceeds_max_workers_and_exits_when_idle() {
             USERS,
             json!({"records_per_resource": 6, "per_page_default": 3, "latency_ms": 40}),
         ),
-        &[("procore_sync.max_workers", "3")],
+        // One user per worker: this test is about the pool of processes (many users per
+        // worker are tried in concurrency.rs).
+        &[
+            ("procore_sync.max_workers", "3"),
+            ("procore_sync.users_per_worker", "1"),
+        ],
         USERS,
     );
     let mut c = t.client();
