@@ -56,21 +56,25 @@ fn current_database() -> Result<String, SyncError> {
 }
 
 /// Starts pool workers until there is one per `users_per_worker` due items, up to
-/// `max_workers` in all.
+/// `max_workers` in all. A worker whose items' leases ran out (frozen, or stuck in a call)
+/// does not count: its users need another worker.
 pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
-    let (running, due) = Spi::get_two_with_args::<i64, i64>(
+    let (running, stuck, due) = Spi::get_three_with_args::<i64, i64, i64>(
         "SELECT (SELECT count(*) FROM pg_locks
                  WHERE locktype = 'advisory' AND classid = $1::oid AND objsubid = 2 AND granted
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+                (SELECT count(DISTINCT worker_pid) FROM procore_sync_queue
+                 WHERE status = 'processing' AND lease_expires_at < now()),
                 (SELECT count(*) FROM procore_sync_queue
-                 WHERE (status = 'processing' AND worker_pid IS NULL)
+                 WHERE (status = 'processing' AND (worker_pid IS NULL OR lease_expires_at < now()))
                     OR (status = 'pending' AND next_attempt_at <= now()))",
         &[(POOL_LOCK_CLASS as i64).into()],
     )?;
     let (running, due) = (running.unwrap_or(0), due.unwrap_or(0).max(claimed));
+    let healthy = (running - stuck.unwrap_or(0)).max(0);
     let per_worker = settings::users_per_worker() as i64;
-    let wanted =
-        ((due + per_worker - 1) / per_worker).min(i64::from(settings::max_workers())) - running;
+    let needed = (due + per_worker - 1) / per_worker - healthy;
+    let wanted = needed.min(i64::from(settings::max_workers()) - running);
     let database = current_database()?;
     for _ in 0..wanted.max(0) {
         if builder(WORKER_TYPE, &database, &Mode::Pool)
