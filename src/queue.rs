@@ -39,14 +39,16 @@ fn process_procore_sync_queue() -> i32 {
     claimed as i32
 }
 
-/// Marks due items as taken for the pool (status `processing`, no worker yet). An item
-/// whose worker died is due again once its lease runs out.
+/// Marks due items as taken for the pool (status `processing`, no worker yet). An item whose
+/// worker died goes back to `pending` (`reap_orphaned_items`); one whose live worker let the
+/// lease run out (frozen, stuck) keeps that worker's pid, so the pool worker that takes it
+/// knows it takes it over and does not wait for the stuck worker's user lock.
 fn claim_due_items(limit: i32) -> Result<i64, SyncError> {
     Ok(Spi::get_one_with_args::<i64>(
         "WITH due AS (
             SELECT id FROM procore_sync_queue
             WHERE (status = 'pending' AND next_attempt_at <= now())
-               OR (status = 'processing' AND lease_expires_at < now())
+               OR (status = 'processing' AND worker_pid IS NULL AND lease_expires_at < now())
             ORDER BY next_attempt_at, id
             LIMIT $1
             FOR UPDATE SKIP LOCKED),
