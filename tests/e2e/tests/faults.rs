@@ -188,9 +188,16 @@ fn kill9_of_the_scheduler_mid_cycle_loses_nothing() {
 /// and stops without touching the item or asking Procore for anything more.
 #[test]
 fn a_frozen_worker_loses_its_item_when_the_lease_runs_out() {
+    // One user per worker, so the worker frozen is the one waiting for the stalled page, with
+    // no transaction open. (A worker carrying other users could be frozen inside one of their
+    // writes, holding locks no lease can take back; concurrency.rs loses a lease in flight
+    // without freezing the process.)
     let env = start_env(
         small_world(USERS, json!({})),
-        &[("procore_sync.lease_timeout", "5")],
+        &[
+            ("procore_sync.lease_timeout", "5"),
+            ("procore_sync.users_per_worker", "1"),
+        ],
     );
     let watch = LeakWatch::start(&env.cluster);
     let users = env.connect_users(USERS).expect("connect users");
