@@ -110,7 +110,8 @@ pub fn run(source: Source) {
             flight.take_due_items();
         }
         flight.show_activity();
-        if flight.users.is_empty() && flight.outstanding() == 0 {
+        // Pages still out for users that ended are dropped when they come; a refresh is not.
+        if flight.users.is_empty() && flight.refreshes_out == 0 {
             if manual || idle_since.elapsed() >= IDLE_EXIT {
                 return;
             }
@@ -138,15 +139,6 @@ impl Flight {
             next_take_at: Instant::now(),
             activity_stale: true,
         })
-    }
-
-    fn outstanding(&self) -> usize {
-        self.pool.outstanding()
-            + self
-                .retiring
-                .iter()
-                .map(FetchPool::outstanding)
-                .sum::<usize>()
     }
 
     /// New HTTP settings (base URLs, timeout, CA file, credentials) apply to the requests
