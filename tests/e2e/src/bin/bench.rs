@@ -1269,6 +1269,9 @@ struct Cycle {
     secs: f64,
     stored: i64,
     requests: i64,
+    /// Sync worker processes seen during the cycle: the pool starts one per
+    /// `users_per_worker` due users, up to `max_workers`.
+    workers_seen: usize,
     profile: Option<String>,
 }
 
@@ -1358,6 +1361,7 @@ fn w1_cycle(
         secs,
         stored,
         requests,
+        workers_seen: watch.pids.len(),
         profile,
     })
 }
@@ -1473,6 +1477,13 @@ fn w1_ingest(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> R
         0,
     );
     results.info("W1", "end to end", e2e_rate, "records/s", 0);
+    results.info(
+        "W1",
+        "  sync worker processes that ran",
+        cycle.workers_seen as f64,
+        "",
+        0,
+    );
     results.info(
         "W1",
         "ceiling: database alone (1 client, 1 upsert per page)",
