@@ -72,21 +72,23 @@ pub struct TakenItem {
     pub taken_over: bool,
 }
 
-/// A pool worker takes one item for itself: first those claimed for the pool, then any
-/// other due item, so the pool keeps draining the queue between scheduler ticks. `busy`:
-/// users this worker is syncing already, whose items it must not take a second time.
-pub fn take_next_item(busy: &[String]) -> Result<Option<TakenItem>, SyncError> {
+/// A pool worker takes up to `limit` items for itself: those claimed for the pool, items
+/// whose worker let the lease run out, and any other due item, so the pool keeps draining the
+/// queue between scheduler ticks. `busy`: users this worker is syncing already, whose items
+/// it must not take a second time. Oldest due first, along the due index, so a take costs
+/// the same with ten thousand items queued as with ten.
+pub fn take_items(busy: &[String], limit: usize) -> Result<Vec<TakenItem>, SyncError> {
     Spi::connect_mut(|client| {
         let rows = client.update(
             "WITH next AS (
                 SELECT id, (status = 'processing' AND worker_pid IS NOT NULL) AS taken_over
                 FROM procore_sync_queue
-                WHERE ((status = 'processing' AND worker_pid IS NULL)
-                       OR (status = 'pending' AND next_attempt_at <= now())
-                       OR (status = 'processing' AND lease_expires_at < now()))
-                  AND user_id::text <> ALL ($2::text[])
-                ORDER BY status = 'processing' DESC, next_attempt_at, id
-                LIMIT 1
+                WHERE status IN ('pending', 'processing')
+                  AND ((status = 'processing' AND (worker_pid IS NULL OR lease_expires_at < now()))
+                       OR (status = 'pending' AND next_attempt_at <= now()))
+                  AND NOT (user_id = ANY ($2::uuid[]))
+                ORDER BY next_attempt_at, id
+                LIMIT $3
                 FOR UPDATE SKIP LOCKED)
              UPDATE procore_sync_queue q
              SET status = 'processing', started_at = now(), worker_pid = pg_backend_pid(),
@@ -94,14 +96,23 @@ pub fn take_next_item(busy: &[String]) -> Result<Option<TakenItem>, SyncError> {
                  lease_expires_at = now() + make_interval(secs => $1)
              FROM next WHERE q.id = next.id
              RETURNING q.id, q.user_id::text, q.attempts, next.taken_over",
-            Some(1),
+            None,
             &[
                 (settings::lease_seconds() as f64).into(),
                 busy.to_vec().into(),
+                (limit as i64).into(),
             ],
         )?;
-        taken_item(rows)
+        taken_items(rows)
     })
+}
+
+/// Open items (pending or processing): how a worker knows its fair share of them.
+pub fn open_items() -> Result<i64, SyncError> {
+    Ok(Spi::get_one::<i64>(
+        "SELECT count(*) FROM procore_sync_queue WHERE status IN ('pending', 'processing')",
+    )?
+    .unwrap_or(0))
 }
 
 /// A manual sync takes the user's open item if nobody is working on it, or opens one.
@@ -145,21 +156,22 @@ pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
             Some(1),
             &[user_id.into(), (settings::lease_seconds() as f64).into()],
         )?;
-        taken_item(rows)
+        Ok::<_, SyncError>(taken_items(rows)?.into_iter().next())
     })?
     .ok_or_else(|| SyncError::AlreadySyncing { user: user_id.to_string(), item: 0, pid: 0 })
 }
 
-fn taken_item(rows: pgrx::spi::SpiTupleTable) -> Result<Option<TakenItem>, SyncError> {
-    match rows.into_iter().next() {
-        Some(row) => Ok(Some(TakenItem {
-            queue_id: row.get(1)?.unwrap_or(0),
-            user_id: row.get(2)?.unwrap_or_default(),
-            attempts: row.get(3)?.unwrap_or(0),
-            taken_over: row.get::<bool>(4).ok().flatten().unwrap_or(false),
-        })),
-        None => Ok(None),
-    }
+fn taken_items(rows: pgrx::spi::SpiTupleTable) -> Result<Vec<TakenItem>, SyncError> {
+    rows.into_iter()
+        .map(|row| {
+            Ok(TakenItem {
+                queue_id: row.get(1)?.unwrap_or(0),
+                user_id: row.get(2)?.unwrap_or_default(),
+                attempts: row.get(3)?.unwrap_or(0),
+                taken_over: row.get::<bool>(4).ok().flatten().unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 /// How an item ends: each branch also tells listeners on `procore_sync`.
@@ -182,8 +194,16 @@ pub enum Finish<'a> {
 }
 
 /// Only the worker that holds the item can finish it: one whose lease ran out and was taken
-/// over changes nothing.
+/// over changes nothing. An item that did not complete keeps the counts of its last
+/// progress report.
 pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "UPDATE procore_sync_queue q SET records_written = p.records, requests_made = p.requests
+         FROM procore_sync_progress p
+         WHERE q.id = $1 AND p.queue_id = q.id
+           AND q.worker_pid = pg_backend_pid() AND p.worker_pid = pg_backend_pid()",
+        &[queue_id.into()],
+    )?;
     match finish {
         Finish::Completed { records, requests, warnings } => Spi::run_with_args(
             "UPDATE procore_sync_queue

@@ -189,44 +189,51 @@ pub struct Progress<'a> {
     pub rate_limit: Option<(i32, i32)>,
 }
 
-/// Renews the user's lease, proving this worker still holds their item. Every write of a
-/// sync starts with it, in the same transaction, so a worker whose lease ran out (another
-/// worker took the user over) writes nothing more.
+/// Proves this worker still holds the user's item, and renews the lease once half of it is
+/// gone. Every write of a sync starts with it, in the same transaction, so a worker whose
+/// lease ran out and was taken over writes nothing more. A lease with more than half left
+/// cannot be taken over before this transaction commits, so most writes only read the row
+/// instead of adding an update of the queue to every page.
 pub fn hold_lease(queue_id: i64, lease_seconds: i64) -> Result<(), SyncError> {
     let still_ours = Spi::get_one_with_args::<bool>(
-        "UPDATE procore_sync_queue
-         SET lease_expires_at = now() + make_interval(secs => $2)
-         WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
-         RETURNING true",
+        "WITH renewed AS (
+            UPDATE procore_sync_queue
+            SET lease_expires_at = now() + make_interval(secs => $2)
+            WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
+              AND (lease_expires_at IS NULL
+                   OR lease_expires_at < now() + make_interval(secs => $2 / 2))
+            RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM renewed)
+             OR EXISTS (SELECT 1 FROM procore_sync_queue
+                        WHERE id = $1 AND status = 'processing' AND worker_pid = pg_backend_pid()
+                          AND lease_expires_at >= now() + make_interval(secs => $2 / 2))",
         &[queue_id.into(), (lease_seconds as f64).into()],
-    );
+    )?;
     match still_ours {
-        Ok(Some(true)) => Ok(()),
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(SyncError::LeaseLost(queue_id)),
-        Err(e) => Err(e.into()),
+        Some(true) => Ok(()),
+        _ => Err(SyncError::LeaseLost(queue_id)),
     }
 }
 
-/// Live progress for the running-syncs view. Call after `hold_lease`.
+/// Live progress for the running-syncs view. Call after `hold_lease`. The queue row gets its
+/// counts when the item ends (`queue::finish_item`).
 pub fn record_progress(p: &Progress) -> Result<(), SyncError> {
     let (remaining, limit) = match p.rate_limit {
         Some((r, l)) => (Some(r), Some(l)),
         None => (None, None),
     };
     Spi::run_with_args(
-        "WITH progress AS (
-            INSERT INTO procore_sync_progress AS p
-                (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
-                 requests, rate_limit_remaining, rate_limit_limit, updated_at)
-            VALUES ($1, $2::uuid, pg_backend_pid(), $3, $4, $5, $6, $7, $8, $9, $10, now())
-            ON CONFLICT (queue_id) DO UPDATE
-            SET worker_pid = EXCLUDED.worker_pid, resource = EXCLUDED.resource,
-                company_id = EXCLUDED.company_id, project_id = EXCLUDED.project_id,
-                pages = EXCLUDED.pages, records = EXCLUDED.records, requests = EXCLUDED.requests,
-                rate_limit_remaining = coalesce(EXCLUDED.rate_limit_remaining, p.rate_limit_remaining),
-                rate_limit_limit = coalesce(EXCLUDED.rate_limit_limit, p.rate_limit_limit),
-                updated_at = now())
-         UPDATE procore_sync_queue SET records_written = $7, requests_made = $8 WHERE id = $1",
+        "INSERT INTO procore_sync_progress AS p
+             (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
+              requests, rate_limit_remaining, rate_limit_limit, updated_at)
+         VALUES ($1, $2::uuid, pg_backend_pid(), $3, $4, $5, $6, $7, $8, $9, $10, now())
+         ON CONFLICT (queue_id) DO UPDATE
+         SET worker_pid = EXCLUDED.worker_pid, resource = EXCLUDED.resource,
+             company_id = EXCLUDED.company_id, project_id = EXCLUDED.project_id,
+             pages = EXCLUDED.pages, records = EXCLUDED.records, requests = EXCLUDED.requests,
+             rate_limit_remaining = coalesce(EXCLUDED.rate_limit_remaining, p.rate_limit_remaining),
+             rate_limit_limit = coalesce(EXCLUDED.rate_limit_limit, p.rate_limit_limit),
+             updated_at = now()",
         &[
             p.queue_id.into(),
             p.user_id.into(),

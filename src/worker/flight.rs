@@ -34,6 +34,8 @@ const BUFFERED_ANSWERS: usize = 8;
 const TICK: Duration = Duration::from_millis(100);
 /// Queue items taken per tick, so a long queue does not keep the users in flight waiting.
 const TAKES_PER_TICK: usize = 16;
+/// How often a worker counts the open items to know its fair share.
+const FAIR_SHARE_REFRESH: Duration = Duration::from_secs(1);
 /// A pool worker with nothing to do for this long exits.
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 /// How soon to ask again for a refresh lock another process holds.
@@ -75,6 +77,9 @@ struct Flight {
     /// Token refreshes sent and not answered yet.
     refreshes_out: usize,
     next_take_at: Instant,
+    /// Open items ÷ the pool's processes, counted every `FAIR_SHARE_REFRESH`.
+    fair_share: usize,
+    share_checked_at: Instant,
     /// The users in flight changed since `pg_stat_activity` last showed them.
     activity_stale: bool,
 }
@@ -137,6 +142,8 @@ impl Flight {
             next_walk: 0,
             refreshes_out: 0,
             next_take_at: Instant::now(),
+            fair_share: 1,
+            share_checked_at: Instant::now() - FAIR_SHARE_REFRESH,
             activity_stale: true,
         })
     }
@@ -158,34 +165,45 @@ impl Flight {
         }
     }
 
+    /// Takes due items while this worker has room: up to `users_per_worker`, and no more
+    /// than its fair share of the open items, so a short queue is spread over the pool's
+    /// processes (and their main threads) instead of landing on whichever started first.
     fn take_due_items(&mut self) {
         if Instant::now() < self.next_take_at {
             return;
         }
-        for _ in 0..TAKES_PER_TICK {
-            if self.users.len() >= settings::users_per_worker() {
+        if self.share_checked_at.elapsed() >= FAIR_SHARE_REFRESH {
+            self.share_checked_at = Instant::now();
+            if let Ok(Ok(open)) = in_transaction(queue::open_items) {
+                let workers = open.clamp(1, i64::from(settings::max_workers().max(1)));
+                self.fair_share = ((open + workers - 1) / workers).max(1) as usize;
+            }
+        }
+        let cap = settings::users_per_worker().min(self.fair_share);
+        let room = cap.saturating_sub(self.users.len()).min(TAKES_PER_TICK);
+        if room == 0 {
+            return;
+        }
+        let busy: Vec<String> = self
+            .users
+            .values()
+            .map(|u| u.item.user_id.clone())
+            .collect();
+        let items = match in_transaction(|| queue::take_items(&busy, room)) {
+            Ok(Ok(items)) => items,
+            Ok(Err(e)) => {
+                log!("procore_sync: could not take queue items: {e}");
                 return;
             }
-            let busy: Vec<String> = self
-                .users
-                .values()
-                .map(|u| u.item.user_id.clone())
-                .collect();
-            let item = match in_transaction(|| queue::take_next_item(&busy)) {
-                Ok(Ok(Some(item))) => item,
-                Ok(Ok(None)) => {
-                    self.next_take_at = Instant::now() + EMPTY_QUEUE_RETRY;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    log!("procore_sync: could not take a queue item: {e}");
-                    return;
-                }
-                Err(e) => {
-                    log!("procore_sync: could not take a queue item: {e}");
-                    return;
-                }
-            };
+            Err(e) => {
+                log!("procore_sync: could not take queue items: {e}");
+                return;
+            }
+        };
+        if items.len() < room {
+            self.next_take_at = Instant::now() + EMPTY_QUEUE_RETRY;
+        }
+        for item in items {
             let locked = lock_user(&item.user_id);
             // The holder of an expired lease is frozen, not syncing: take over, and its own
             // next write will find the item gone.
@@ -465,8 +483,12 @@ fn fail_without_client(item: Option<TakenItem>, message: &str) {
         return;
     }
     while !shutdown_requested() {
-        match in_transaction(|| queue::take_next_item(&[])) {
-            Ok(Ok(Some(item))) => finish_item(&item, false, Instant::now(), None, Err(failure())),
+        match in_transaction(|| queue::take_items(&[], TAKES_PER_TICK)) {
+            Ok(Ok(items)) if !items.is_empty() => {
+                for item in items {
+                    finish_item(&item, false, Instant::now(), None, Err(failure()));
+                }
+            }
             _ => return,
         }
     }

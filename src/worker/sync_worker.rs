@@ -55,9 +55,9 @@ fn current_database() -> Result<String, SyncError> {
     Ok(Spi::get_one::<String>("SELECT current_database()::text")?.unwrap_or_default())
 }
 
-/// Starts pool workers until there is one per `users_per_worker` due items, up to
-/// `max_workers` in all. A worker whose items' leases ran out (frozen, or stuck in a call)
-/// does not count: its users need another worker.
+/// Starts pool workers until there is one per due item, up to `max_workers` in all; each
+/// then takes its share of the due items (at most `users_per_worker`). A worker whose items'
+/// leases ran out (frozen, or stuck in a call) does not count: its users need another.
 pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
     let (running, stuck, due) = Spi::get_three_with_args::<i64, i64, i64>(
         "SELECT (SELECT count(*) FROM pg_locks
@@ -72,9 +72,8 @@ pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
     )?;
     let (running, due) = (running.unwrap_or(0), due.unwrap_or(0).max(claimed));
     let healthy = (running - stuck.unwrap_or(0)).max(0);
-    let per_worker = settings::users_per_worker() as i64;
-    let needed = (due + per_worker - 1) / per_worker - healthy;
-    let wanted = needed.min(i64::from(settings::max_workers()) - running);
+    let max_workers = i64::from(settings::max_workers());
+    let wanted = (due.min(max_workers) - healthy).min(max_workers - running);
     let database = current_database()?;
     for _ in 0..wanted.max(0) {
         if builder(WORKER_TYPE, &database, &Mode::Pool)
