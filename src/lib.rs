@@ -11,6 +11,7 @@ mod errors;
 mod installed;
 mod jobs;
 mod log_redaction;
+mod plans;
 mod queue;
 mod settings;
 mod store;

@@ -75,8 +75,8 @@ pub struct TakenItem {
 /// A pool worker takes up to `limit` items for itself: those claimed for the pool, items
 /// whose worker let the lease run out, and any other due item, so the pool keeps draining the
 /// queue between scheduler ticks. `busy`: users this worker is syncing already, whose items
-/// it must not take a second time. Oldest due first, along the due index, so a take costs
-/// the same with ten thousand items queued as with ten.
+/// it must not take a second time. Oldest due first, along the due index. Planned on every
+/// call: a kept (generic) plan of this statement, blind to the limit, sorted the whole queue.
 pub fn take_items(busy: &[String], limit: usize) -> Result<Vec<TakenItem>, SyncError> {
     Spi::connect_mut(|client| {
         let rows = client.update(

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::errors::SyncError;
+use crate::plans;
 use crate::procore::{RateLimit, Secret, TokenPair};
 use crate::records::RecordRow;
 use crate::token_journal::Journal;
@@ -143,7 +144,7 @@ pub fn upsert_page(
         updated.push(row.updated_at);
         data.push(JsonB(row.data));
     }
-    let changed = Spi::get_one_with_args::<i64>(
+    let changed = plans::get_one_kept::<i64>(
         "WITH up AS (
             INSERT INTO procore_records AS r
                 (resource, company_id, procore_id, project_id, name, status, updated_at, data)
@@ -195,7 +196,7 @@ pub struct Progress<'a> {
 /// cannot be taken over before this transaction commits, so most writes only read the row
 /// instead of adding an update of the queue to every page.
 pub fn hold_lease(queue_id: i64, lease_seconds: i64) -> Result<(), SyncError> {
-    let still_ours = Spi::get_one_with_args::<bool>(
+    let still_ours = plans::get_one_kept::<bool>(
         "WITH renewed AS (
             UPDATE procore_sync_queue
             SET lease_expires_at = now() + make_interval(secs => $2)
@@ -222,7 +223,7 @@ pub fn record_progress(p: &Progress) -> Result<(), SyncError> {
         Some((r, l)) => (Some(r), Some(l)),
         None => (None, None),
     };
-    Spi::run_with_args(
+    plans::run_kept(
         "INSERT INTO procore_sync_progress AS p
              (queue_id, user_id, worker_pid, resource, company_id, project_id, pages, records,
               requests, rate_limit_remaining, rate_limit_limit, updated_at)
@@ -246,6 +247,7 @@ pub fn record_progress(p: &Progress) -> Result<(), SyncError> {
             remaining.into(),
             limit.into(),
         ],
+        |_| Ok(()),
     )?;
     Ok(())
 }
@@ -316,7 +318,7 @@ pub fn save_cursor(
     full_pass: bool,
     error: Option<&str>,
 ) -> Result<(), SyncError> {
-    Spi::run_with_args(
+    plans::run_kept(
         "INSERT INTO procore_sync_cursor AS c
              (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at,
               last_error, listed_at)
@@ -338,6 +340,7 @@ pub fn save_cursor(
             full_pass.into(),
             error.into(),
         ],
+        |_| Ok(()),
     )?;
     Ok(())
 }

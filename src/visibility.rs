@@ -15,6 +15,7 @@
 use pgrx::prelude::*;
 
 use crate::errors::SyncError;
+use crate::plans;
 
 /// Past this many ids a listing spills. Statements over an array this size plan in a few MB.
 const IN_MEMORY_IDS: usize = 10_000;
@@ -111,7 +112,7 @@ impl SeenIds {
         } else {
             std::mem::take(&mut self.in_memory).into()
         };
-        let (deleted, hidden) = Spi::get_two_with_args::<i64, i64>(
+        let (deleted, hidden) = plans::get_two_kept::<i64, i64>(
             sql,
             &[
                 listing.user_id.into(),
@@ -137,10 +138,11 @@ impl SeenIds {
 /// Exceptions of one resource in one company that nobody holds any more: the last user a
 /// record was hidden from got it in a listing.
 fn forget_emptied_exceptions(resource: &str, company_id: i64) -> Result<(), SyncError> {
-    Spi::run_with_args(
+    plans::run_kept(
         "DELETE FROM procore_sync_hidden
          WHERE resource = $1 AND company_id = $2 AND user_ids = '{}'",
         &[resource.into(), company_id.into()],
+        |_| Ok(()),
     )?;
     Ok(())
 }
@@ -240,7 +242,7 @@ pub fn lock_scope(
     company_id: Option<i64>,
     project_id: Option<i64>,
 ) -> Result<(), SyncError> {
-    Spi::run_with_args(
+    plans::run_kept(
         "SELECT pg_advisory_xact_lock($1, hashtext($2 || ':' || coalesce($3::text, '') || ':'
                                                     || coalesce($4::text, '')))",
         &[
@@ -249,6 +251,7 @@ pub fn lock_scope(
             company_id.into(),
             project_id.into(),
         ],
+        |_| Ok(()),
     )?;
     Ok(())
 }
