@@ -1,6 +1,6 @@
 //! `bench`: how fast a sync cycle is, against the ceilings, in one run (`make bench`).
 //!
-//! Four workloads, each against a fresh cluster running a release build of the extension
+//! Five workloads, each against a fresh cluster running a release build of the extension
 //! (loaded through `dynamic_library_path`, never the system-wide install) and the release
 //! stand-in:
 //!
@@ -12,6 +12,8 @@
 //! * W3 one huge resource: the sync worker's memory while it reads 200,000 RFIs, and while
 //!   every in-flight slot of one worker is busy on a large listing.
 //! * W4 idle: the scheduler's CPU with nothing to do, and how punctual an `N seconds` job is.
+//! * W5 one big user: one user with hundreds of projects at a realistic latency, one cycle
+//!   per `procore_sync.listings_per_user`: does reading several of its listings at once help?
 //!
 //! Prints a table and writes `results.csv` and `chart.png` under `--out` (`target/bench`).
 //! Nothing here asserts on time: a missed target is reported, not failed.
@@ -46,6 +48,12 @@ const DEFAULT_MAX_WORKERS: u32 = 4;
 const DEFAULT_USERS_PER_WORKER: u32 = 64;
 /// `procore_sync.users_per_worker` accepts 1..=1024.
 const MAX_USERS_PER_WORKER: u32 = 1024;
+/// `procore_sync.listings_per_user` accepts 1..=16.
+const MAX_LISTINGS_PER_USER: u32 = 16;
+/// The stand-in caps a company at this many projects.
+const MAX_PROJECTS_PER_COMPANY: u64 = 999;
+/// Every workload, in the order they run.
+const WORKLOADS: [&str; 5] = ["w1", "w2", "w3", "w4", "w5"];
 
 // ---------------------------------------------------------------------------------------
 // Settings
@@ -89,16 +97,20 @@ struct Config {
     w3_slot_records: u64,
     w4_secs: u64,
     w4_interval: u64,
+    w5_projects: u64,
+    w5_records: u64,
+    w5_latency_ms: u64,
+    w5_listings: Vec<u32>,
 }
 
 const HELP: &str = "\
-usage: bench [--quick] [--only w1,w2,w3,w4] [--profile[=MODE]] [--FLAG VALUE ...]
+usage: bench [--quick] [--only w1,w2,w3,w4,w5] [--profile[=MODE]] [--FLAG VALUE ...]
 
 Every flag can also be given as an environment variable BENCH_<FLAG> (upper case,
 dashes as underscores), e.g. BENCH_W2_USERS=2000. Flags win over the environment.
 
   --quick               small sizes, W4 for 60 s: a couple of minutes, for development
-  --only LIST           run only these workloads (default w1,w2,w3,w4)
+  --only LIST           run only these workloads (default w1,w2,w3,w4,w5)
   --profile[=MODE]      when pg_stat_statements and perf (if it works here) watch:
                         missed (default) = after a missed W1, W3 or W4 target, in an extra
                         pass on a fresh cluster, never during the measured one;
@@ -125,6 +137,12 @@ dashes as underscores), e.g. BENCH_W2_USERS=2000. Flags win over the environment
                project of that many RFIs, synced at once by one worker (max_workers 1,
                users_per_worker = slots): its peak RSS with every slot busy; 0 slots: skip
   W4 idle:     --w4-secs 300 --w4-interval 5   (half idle, half with the N-second job)
+  W5 one user: --w5-projects 200 --w5-records 20 --w5-latency-ms 200
+               --w5-listings 1,4,8         procore_sync.listings_per_user, a list of 1..16
+               1 user x 1 company x that many projects x 2 project resources (RFIs,
+               submittals), rate limits out of the way, max_workers 1; one full first sync
+               per listings_per_user, each on a fresh cluster: cycle time, requests/s and
+               the speed-up against listings_per_user 1
 ";
 
 struct Args {
@@ -244,6 +262,10 @@ impl Config {
             "w3-slot-records",
             "w4-secs",
             "w4-interval",
+            "w5-projects",
+            "w5-records",
+            "w5-latency-ms",
+            "w5-listings",
         ];
         for name in args.flags.keys() {
             if !known.contains(&name.as_str()) {
@@ -252,13 +274,13 @@ impl Config {
         }
         let only: BTreeSet<String> = args
             .raw("only")
-            .unwrap_or_else(|| "w1,w2,w3,w4".into())
+            .unwrap_or_else(|| "w1,w2,w3,w4,w5".into())
             .split(',')
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
         for w in &only {
-            if !["w1", "w2", "w3", "w4"].contains(&w.as_str()) {
+            if !WORKLOADS.contains(&w.as_str()) {
                 bail!("--only: unknown workload {w:?}");
             }
         }
@@ -308,6 +330,10 @@ impl Config {
             w3_slot_records: args.get("w3-slot-records", q(15_000, 1_500))?,
             w4_secs: args.get("w4-secs", q(300, 60))?,
             w4_interval: args.get("w4-interval", 5)?,
+            w5_projects: args.get("w5-projects", q(200, 50))?,
+            w5_records: args.get("w5-records", 20)?,
+            w5_latency_ms: args.get("w5-latency-ms", 200)?,
+            w5_listings: args.list("w5-listings", "1,4,8")?,
         };
         if cfg.w2_workers.is_empty() || cfg.w2_workers.contains(&0) {
             bail!("--w2-workers needs positive numbers");
@@ -331,9 +357,21 @@ impl Config {
         if !(1..=59).contains(&cfg.w4_interval) {
             bail!("--w4-interval must be 1..=59 (an 'N seconds' schedule)");
         }
+        if cfg.w5_listings.is_empty()
+            || cfg
+                .w5_listings
+                .iter()
+                .any(|n| !(1..=MAX_LISTINGS_PER_USER).contains(n))
+        {
+            bail!("--w5-listings takes numbers in 1..={MAX_LISTINGS_PER_USER} (listings_per_user's range)");
+        }
+        if !(1..=MAX_PROJECTS_PER_COMPANY).contains(&cfg.w5_projects) {
+            bail!("--w5-projects must be 1..={MAX_PROJECTS_PER_COMPANY} (the stand-in's cap)");
+        }
         if cfg.w1_records > MAX_RECORDS_PER_SCOPE
             || cfg.w2_records > MAX_RECORDS_PER_SCOPE
             || cfg.w3_slot_records > MAX_RECORDS_PER_SCOPE
+            || cfg.w5_records > MAX_RECORDS_PER_SCOPE
         {
             bail!("records per resource are capped at {MAX_RECORDS_PER_SCOPE} by the stand-in");
         }
@@ -621,7 +659,7 @@ fn run(cfg: &Config) -> Result<bool> {
     let started = Instant::now();
     let mut results = Results::default();
     let mut failures = Vec::new();
-    for w in ["w1", "w2", "w3", "w4"] {
+    for w in WORKLOADS {
         if !cfg.only.contains(w) {
             continue;
         }
@@ -633,7 +671,8 @@ fn run(cfg: &Config) -> Result<bool> {
             "w1" => w1_ingest(cfg, &lib, perf, &mut results),
             "w2" => w2_many_users(cfg, &lib, perf, &mut results),
             "w3" => w3_huge_resource(cfg, &lib, perf, &mut results),
-            _ => w4_idle(cfg, &lib, perf, &mut results),
+            "w4" => w4_idle(cfg, &lib, perf, &mut results),
+            _ => w5_one_big_user(cfg, &lib, &mut results),
         };
         match outcome {
             Ok(()) => println!("  ({w} took {:.0}s)\n", t.elapsed().as_secs_f64()),
@@ -3374,6 +3413,205 @@ fn w4_idle(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> Res
          (clock_timestamp() in the row it inserted) minus the previous run's start + {n} s"
     ));
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// W5: one big user, several of its listings at once
+// ---------------------------------------------------------------------------------------
+
+/// One W5 cycle: one user's full first sync.
+struct W5Run {
+    secs: f64,
+    requests: i64,
+    /// The most API requests that reached the stand-in within one latency of each other
+    /// (each is held that long, so they were out at the same time); None at latency 0.
+    peak_at_once: Option<usize>,
+}
+
+fn w5_one_big_user(cfg: &Config, lib: &LibDir, results: &mut Results) -> Result<()> {
+    let (p, r, ms) = (cfg.w5_projects, cfg.w5_records, cfg.w5_latency_ms);
+    let expected_records = 1 + p + p * 2 * r;
+    let listings = cfg
+        .w5_listings
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "W5 one big user: 1 user x 1 company x {p} projects x 2 project resources (RFIs, \
+         submittals) of {r} records = {expected_records} records, {ms} ms a request, rate limits \
+         out of the way, max_workers 1; one full first sync per listings_per_user {listings}, \
+         each on a fresh cluster"
+    );
+    let mut runs: Vec<(u32, W5Run)> = Vec::with_capacity(cfg.w5_listings.len());
+    for &n in &cfg.w5_listings {
+        check_stop()?;
+        let run = w5_cycle(cfg, lib, n, expected_records)?;
+        println!(
+            "  listings_per_user {n}: cycle in {:.1}s, {} requests ({:.1}/s){}",
+            run.secs,
+            run.requests,
+            run.requests as f64 / run.secs,
+            run.peak_at_once
+                .map_or_else(String::new, |k| format!(", at most {k} at once"))
+        );
+        runs.push((n, run));
+    }
+    let base = runs.iter().find(|(n, _)| *n == 1).map(|(_, run)| run.secs);
+    for (n, run) in &runs {
+        let label = format!("listings_per_user {n}");
+        results.info("W5", format!("cycle, {label}"), run.secs, "s", 1);
+        results.info(
+            "W5",
+            format!("requests/s, {label}"),
+            run.requests as f64 / run.secs,
+            "req/s",
+            1,
+        );
+        if let Some(b) = base {
+            results.info(
+                "W5",
+                format!("speed-up vs listings_per_user 1, {label}"),
+                b / run.secs,
+                "x",
+                2,
+            );
+        }
+        if let Some(k) = run.peak_at_once {
+            results.info(
+                "W5",
+                format!("  requests at once, at most, {label}"),
+                k as f64,
+                "",
+                0,
+            );
+        }
+    }
+    let requests = runs.first().map_or(0, |(_, run)| run.requests);
+    results.note(format!(
+        "W5: one user's full first sync, {requests} API requests ({p} projects x RFIs and \
+         submittals, {r} records each, plus the companies and projects listings), {ms} ms each, \
+         stand-in rate limits raised out of the way, max_workers 1; listings_per_user set in \
+         postgresql.conf of a fresh cluster per value; cycle = queue_procore_sync_for_all_users() \
+         + process_procore_sync_queue() until the queue is empty; requests at once = the most \
+         requests the stand-in received within {ms} ms of each other{}",
+        if base.is_none() {
+            "; no listings_per_user 1 in --w5-listings, so no speed-up"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
+}
+
+/// One user's full first sync with `listings_per_user` = `listings`, on a cluster and
+/// stand-in of its own.
+fn w5_cycle(cfg: &Config, lib: &LibDir, listings: u32, expected_records: u64) -> Result<W5Run> {
+    let latency_ms = cfg.w5_latency_ms;
+    let world = json!({
+        "users": 1, "companies_per_user": 1, "projects_per_company": cfg.w5_projects,
+        "records_per_resource": cfg.w5_records, "latency_ms": latency_ms,
+        // As in W1: the user's rate limit would only measure the pacing.
+        "rate_limit_spike": 1_000_000_000u64, "rate_limit_hour": 1_000_000_000u64,
+        "access_token_ttl_s": 86_400,
+    });
+    let bench = start_env(
+        world,
+        lib,
+        &[
+            ("procore_sync.max_workers", "1".into()),
+            ("procore_sync.listings_per_user", listings.to_string()),
+        ],
+        false,
+    )?;
+    let mut client = bench.client()?;
+    disable_default_jobs(&mut client)?;
+    client.batch_execute(
+        "UPDATE procore_sync_resource SET enabled = name IN ('companies', 'projects', 'rfis', 'submittals')",
+    )?;
+    // In postgresql.conf, a build without the setting would take it as a placeholder and
+    // read one listing at a time: make sure it is the extension's and in force.
+    let in_force: Option<String> = client
+        .query_opt(
+            "SELECT setting FROM pg_settings WHERE name = 'procore_sync.listings_per_user'",
+            &[],
+        )?
+        .map(|row| row.get(0));
+    if in_force.as_deref() != Some(listings.to_string().as_str()) {
+        bail!(
+            "procore_sync.listings_per_user is {in_force:?} in the cluster, wanted {listings} \
+             (does this build define the setting?)"
+        );
+    }
+    connect_users(&bench, 1)?;
+    let standin = &bench.env.standin;
+    let seq0 = standin
+        .requests_since(0)?
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let req0 = api_requests(standin)?;
+    let t0 = Instant::now();
+    start_cycle(&mut client)?;
+    loop {
+        if queue_counts(&mut client)?.open == 0 {
+            break;
+        }
+        check_stop()?;
+        if t0.elapsed() > Duration::from_secs(3600) {
+            bail!("W5's sync at listings_per_user {listings} did not finish within an hour");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let requests = api_requests(standin)? - req0;
+    let q = queue_counts(&mut client)?;
+    if q.failed > 0 {
+        bail!(
+            "the W5 sync at listings_per_user {listings} failed: {}",
+            first_failure(&mut client)?
+        );
+    }
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM procore_records WHERE deleted_at IS NULL",
+            &[],
+        )?
+        .get(0);
+    if stored as u64 != expected_records {
+        bail!(
+            "stored {stored} records at listings_per_user {listings}, expected {expected_records}"
+        );
+    }
+    let peak_at_once = if latency_ms > 0 {
+        let mut arrivals: Vec<i64> = standin
+            .requests_since(seq0)?
+            .iter()
+            .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/rest/")))
+            .filter_map(|e| e["ts"].as_str())
+            .filter_map(|ts| DateTime::parse_from_rfc3339(ts).ok())
+            .map(|t| t.timestamp_millis())
+            .collect();
+        arrivals.sort_unstable();
+        let window = latency_ms as i64;
+        let mut peak = 0;
+        let mut first = 0;
+        for (i, &t) in arrivals.iter().enumerate() {
+            while t - arrivals[first] >= window {
+                first += 1;
+            }
+            peak = peak.max(i + 1 - first);
+        }
+        Some(peak)
+    } else {
+        None
+    };
+    Ok(W5Run {
+        secs,
+        requests,
+        peak_at_once,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
