@@ -99,7 +99,8 @@ demo: install standin
 	$(CARGO) run --release -p procore_sync_e2e --bin demo
 
 # Benchmarks (never in CI, nothing asserts on time): W1 ingest vs its ceilings, W2 10,000
-# users, W3 one huge resource, W4 idle. Builds the release extension and loads it in
+# users, W3 one huge resource and every slot busy, W4 idle, W5 one user with many
+# projects per listings_per_user. Builds the release extension and loads it in
 # throwaway clusters through dynamic_library_path, so the installed extension (a debug build
 # other tests use) is left alone; only its control file and SQL script are used, and
 # `make install` runs only if they are missing. Writes target/bench/{results.csv,results.md,
