@@ -10,6 +10,7 @@ use crate::plans;
 use crate::procore::{RateLimit, Secret, TokenPair};
 use crate::records::RecordRow;
 use crate::token_journal::Journal;
+use procore_sync_core::statements::UPSERT_PAGE;
 
 /// This database's token journal, inside the data directory so it shares its permissions
 /// and its backups' fate.
@@ -145,25 +146,7 @@ pub fn upsert_page(
         data.push(JsonB(row.data));
     }
     let changed = plans::get_one_kept::<i64>(
-        "WITH up AS (
-            INSERT INTO procore_records AS r
-                (resource, company_id, procore_id, project_id, name, status, updated_at, data)
-            SELECT $1, coalesce($2, t.id), t.id, $3, t.name, t.status, t.updated_at::timestamptz, t.data
-            FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[])
-                 AS t(id, name, status, updated_at, data)
-            ON CONFLICT (resource, company_id, procore_id) DO UPDATE
-            SET project_id = EXCLUDED.project_id, name = EXCLUDED.name, status = EXCLUDED.status,
-                updated_at = EXCLUDED.updated_at, data = EXCLUDED.data, synced_at = now(),
-                deleted_at = NULL, orphaned_at = NULL,
-                -- back from the dead: nobody's earlier listing vouches for who may see it
-                first_synced_at = CASE WHEN r.deleted_at IS NOT NULL THEN clock_timestamp()
-                                       ELSE r.first_synced_at END
-            WHERE r.data IS DISTINCT FROM EXCLUDED.data
-               OR r.deleted_at IS NOT NULL
-               OR r.orphaned_at IS NOT NULL
-               OR r.project_id IS DISTINCT FROM EXCLUDED.project_id
-            RETURNING 1)
-         SELECT count(*) FROM up",
+        UPSERT_PAGE,
         &[
             resource.into(),
             company_id.into(),

@@ -8,6 +8,7 @@ pub mod fetch_pool;
 pub mod procore;
 pub mod records;
 pub mod schedule;
+pub mod statements;
 pub mod token_journal;
 pub mod walk;
 #[cfg(test)]

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use procore_sync_core::records::page_rows;
+use procore_sync_core::statements::UPSERT_PAGE;
 use procore_sync_e2e::{render_table, stop_on_signals, stop_requested, Env, Standin};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -1464,7 +1466,7 @@ fn w1_ingest(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> R
     if rows as u64 != expected {
         bail!("the plain HTTP client got {rows} records, expected {expected}");
     }
-    let statement = client.prepare(UPSERT_SQL)?;
+    let statement = client.prepare(UPSERT_PAGE)?;
     let t2 = Instant::now();
     for b in &batches {
         client.query_one(
@@ -1573,22 +1575,6 @@ fn w1_ingest(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> R
     }
     Ok(())
 }
-
-const UPSERT_SQL: &str = "WITH up AS (
-    INSERT INTO procore_records AS r
-        (resource, company_id, procore_id, project_id, name, status, updated_at, data)
-    SELECT $1, coalesce($2, t.id), t.id, $3, t.name, t.status, t.updated_at::timestamptz, t.data
-    FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[])
-         AS t(id, name, status, updated_at, data)
-    ON CONFLICT (resource, company_id, procore_id) DO UPDATE
-    SET project_id = EXCLUDED.project_id, name = EXCLUDED.name, status = EXCLUDED.status,
-        updated_at = EXCLUDED.updated_at, data = EXCLUDED.data, synced_at = now(),
-        deleted_at = NULL
-    WHERE r.data IS DISTINCT FROM EXCLUDED.data
-       OR r.deleted_at IS NOT NULL
-       OR r.project_id IS DISTINCT FROM EXCLUDED.project_id
-    RETURNING 1)
- SELECT count(*) FROM up";
 
 /// The stand-in is a child of this process (one at a time).
 fn standin_pid() -> Result<i32> {
@@ -1830,52 +1816,34 @@ struct Batch {
     data: Vec<Value>,
 }
 
-/// The columns the extension pulls out of each record (`src/records.rs`), so the database
+/// The rows the extension makes of each page (`procore_sync_core::records`), so the database
 /// ceiling writes exactly the rows the sync wrote.
 fn pages_to_batches(pages: Vec<PageBody>) -> Result<Vec<Batch>> {
     let mut out = Vec::with_capacity(pages.len());
     for page in pages {
         let records: Vec<Value> = serde_json::from_str(&page.body).context("page JSON")?;
+        let rows = page_rows(records).context("a page the sync would refuse")?;
+        if rows.is_empty() {
+            continue;
+        }
         let mut b = Batch {
             resource: page.resource,
             company_id: page.company_id,
             project_id: page.project_id,
-            ids: Vec::with_capacity(records.len()),
-            names: Vec::with_capacity(records.len()),
-            statuses: Vec::with_capacity(records.len()),
-            updated: Vec::with_capacity(records.len()),
-            data: Vec::with_capacity(records.len()),
+            ids: Vec::with_capacity(rows.len()),
+            names: Vec::with_capacity(rows.len()),
+            statuses: Vec::with_capacity(rows.len()),
+            updated: Vec::with_capacity(rows.len()),
+            data: Vec::with_capacity(rows.len()),
         };
-        for record in records {
-            let id = record["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow!("record without id"))?;
-            let name = ["name", "title", "subject", "display_name"]
-                .iter()
-                .find_map(|f| record.get(*f).and_then(Value::as_str))
-                .map(str::to_owned);
-            let status = match record.get("status") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Object(o)) => o.get("name").and_then(Value::as_str).map(str::to_owned),
-                _ => None,
-            };
-            let updated = record
-                .get("updated_at")
-                .and_then(Value::as_str)
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| {
-                    t.with_timezone(&Utc)
-                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                });
-            b.ids.push(id);
-            b.names.push(name);
-            b.statuses.push(status);
-            b.updated.push(updated);
-            b.data.push(record);
+        for row in rows {
+            b.ids.push(row.procore_id);
+            b.names.push(row.name);
+            b.statuses.push(row.status);
+            b.updated.push(row.updated_at);
+            b.data.push(row.data);
         }
-        if !b.ids.is_empty() {
-            out.push(b);
-        }
+        out.push(b);
     }
     Ok(out)
 }
