@@ -384,11 +384,8 @@ impl UserWalk {
             return Action::Refresh;
         }
         if let Some(pace) = self.pacing(now) {
-            if pace - now > LONGEST_INLINE_WAIT {
-                return self.end(Err(SyncFailure::RateLimited {
-                    retry_at: pace,
-                    message: format!("Procore asked to wait {}s", (pace - now).num_seconds()),
-                }));
+            if let Err(parked) = waitable(pace, now) {
+                return self.end(Err(parked));
             }
             return Action::Idle(earliest(wake, pace));
         }
@@ -739,13 +736,19 @@ fn wait_or_park(
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), SyncFailure> {
+    waitable(until, now)?;
+    listing.state = PageState::WaitingUntil(until);
+    Ok(())
+}
+
+/// A wait until `until` that the user may sit out in flight, or the parking it calls for.
+fn waitable(until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), SyncFailure> {
     if until - now > LONGEST_INLINE_WAIT {
         return Err(SyncFailure::RateLimited {
             retry_at: until,
             message: format!("Procore asked to wait {}s", (until - now).num_seconds()),
         });
     }
-    listing.state = PageState::WaitingUntil(until);
     Ok(())
 }
 
