@@ -62,21 +62,40 @@ pub fn start_walk(item: &TakenItem) -> Result<(UserWalk, PgStore), SyncFailure> 
         },
     );
     let store = PgStore {
-        queue_id: item.queue_id,
-        user_id: user.clone(),
-        lease_seconds: settings::lease_seconds(),
+        holder: Holder {
+            queue_id: item.queue_id,
+            user_id: user.clone(),
+            lease_seconds: settings::lease_seconds(),
+        },
         seen: HashMap::new(),
     };
     Ok((walk, store))
 }
 
-/// The walk's store for one user's queue item. Every write proves the lease first.
+/// The walk's store for one user's queue item.
 pub struct PgStore {
+    holder: Holder,
+    /// Ids returned so far by each company or project listing in progress.
+    seen: HashMap<u64, SeenIds>,
+}
+
+/// Whose item this worker holds, and for how long a lease at a time.
+struct Holder {
     queue_id: i64,
     user_id: String,
     lease_seconds: i64,
-    /// Ids returned so far by each company or project listing in progress.
-    seen: HashMap<u64, SeenIds>,
+}
+
+impl Holder {
+    /// Runs one write of the sync in its own committed transaction, after proving in that
+    /// same transaction that this worker still holds the user: a worker that lost the
+    /// lease writes nothing.
+    fn write<R>(&self, body: impl FnOnce(&str) -> Result<R, SyncError>) -> Result<R, StoreError> {
+        step(|| {
+            store::hold_lease(self.queue_id, self.lease_seconds)?;
+            body(&self.user_id)
+        })
+    }
 }
 
 impl PgStore {
@@ -108,7 +127,7 @@ impl PgStore {
 impl WalkStore for PgStore {
     fn cursor(&mut self, listing: &ListingRef) -> Result<Option<CursorTimes>, StoreError> {
         let (company, project) = Self::scope_of(listing);
-        step(|| store::cursor(&self.user_id, &listing.resource, company, project))
+        step(|| store::cursor(&self.holder.user_id, &listing.resource, company, project))
     }
 
     fn write_page(
@@ -121,9 +140,8 @@ impl WalkStore for PgStore {
         let company = Self::record_company(listing);
         let tracks_ids = listing.scope != Scope::User && listing.company_id.is_some();
         let seen = tracks_ids.then(|| self.seen.entry(listing.id).or_default());
-        let (queue_id, lease, user) = (self.queue_id, self.lease_seconds, &self.user_id);
-        step(|| {
-            store::hold_lease(queue_id, lease)?;
+        let queue_id = self.holder.queue_id;
+        self.holder.write(|user| {
             visibility::lock_scope(&listing.resource, company, listing.project_id)?;
             if let Some(seen) = seen {
                 seen.add(&ids)?;
@@ -153,9 +171,7 @@ impl WalkStore for PgStore {
         let (company, project) = Self::scope_of(listing);
         let record_company = Self::record_company(listing);
         let mut seen = self.seen.remove(&listing.id);
-        let (queue_id, lease, user) = (self.queue_id, self.lease_seconds, &self.user_id);
-        step(|| {
-            store::hold_lease(queue_id, lease)?;
+        self.holder.write(|user| {
             visibility::lock_scope(&listing.resource, record_company, listing.project_id)?;
             // Before save_cursor moves listed_at: the end of the listing compares with the
             // previous one. Company lists are per user, so a company missing from one user's
@@ -193,12 +209,13 @@ impl WalkStore for PgStore {
         message: &str,
         denied: bool,
     ) -> Result<(), StoreError> {
-        warning!("procore_sync: user {}: {listing}: {message}", self.user_id);
+        warning!(
+            "procore_sync: user {}: {listing}: {message}",
+            self.holder.user_id
+        );
         let (company, project) = Self::scope_of(listing);
         let seen = self.seen.remove(&listing.id);
-        let (queue_id, lease, user) = (self.queue_id, self.lease_seconds, &self.user_id);
-        step(|| {
-            store::hold_lease(queue_id, lease)?;
+        self.holder.write(|user| {
             if let Some(seen) = seen {
                 seen.discard()?;
             }
@@ -220,11 +237,8 @@ impl WalkStore for PgStore {
     }
 
     fn keep_only_companies(&mut self, company_ids: &[i64]) -> Result<(), StoreError> {
-        let (queue_id, lease, user) = (self.queue_id, self.lease_seconds, &self.user_id);
-        step(|| {
-            store::hold_lease(queue_id, lease)?;
-            visibility::revoke_other_companies(user, company_ids)
-        })
+        self.holder
+            .write(|user| visibility::revoke_other_companies(user, company_ids))
     }
 
     fn keep_only_projects(
@@ -232,11 +246,8 @@ impl WalkStore for PgStore {
         company_id: i64,
         project_ids: &[i64],
     ) -> Result<(), StoreError> {
-        let (queue_id, lease, user) = (self.queue_id, self.lease_seconds, &self.user_id);
-        step(|| {
-            store::hold_lease(queue_id, lease)?;
-            visibility::revoke_other_projects(user, company_id, project_ids)
-        })
+        self.holder
+            .write(|user| visibility::revoke_other_projects(user, company_id, project_ids))
     }
 }
 
