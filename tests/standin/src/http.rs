@@ -3,7 +3,10 @@
 //! Written by hand rather than with a server library so the fault injector can stop
 //! anywhere in a response (after the headers, half-way through the body, before a byte).
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Beyond this a request head is abuse, not a client we are meant to imitate.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -206,59 +209,35 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 }
 
 /// Decodes `%XX` escapes (and `+` as space in form data); invalid escapes stay literal.
+/// The whole string is decoded, `&` and `=` included (a target, a query for the log);
+/// `parse_form` is what splits a form into pairs.
 pub fn percent_decode(s: &str, plus_as_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_as_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let s = if plus_as_space {
+        // As `form_urlencoded` does: `+` is a space, `%2B` a plus.
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+/// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Encodes everything but RFC 3986 unreserved characters.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// `application/x-www-form-urlencoded` (also the query string).
 pub fn parse_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            (percent_decode(k, true), percent_decode(v, true))
-        })
-        .collect()
+    form_urlencoded::parse(s.as_bytes()).into_owned().collect()
 }
 
 #[derive(Debug, Clone)]
@@ -431,5 +410,24 @@ mod tests {
         assert_eq!(pairs[2].1, "%zz%");
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
         assert_eq!(percent_decode(&percent_encode("x=&?é"), false), "x=&?é");
+    }
+
+    #[test]
+    fn form_decoding_keeps_the_rules_of_the_hand_written_decoder() {
+        let pairs = parse_form("a&&b=&=c&k=v=w&plus=1+1%2B1");
+        let expected = [
+            ("a", ""),
+            ("b", ""),
+            ("", "c"),
+            ("k", "v=w"),
+            ("plus", "1 1+1"),
+        ];
+        assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(percent_decode("a+b%2B", true), "a b+");
+        assert_eq!(percent_decode("a+b%2B", false), "a+b+");
+        assert_eq!(percent_decode("x=1&y=%26%3D", true), "x=1&y=&=");
+        assert_eq!(percent_decode("%4", false), "%4");
+        assert_eq!(percent_decode("%e9t%C3%A9", false), "\u{FFFD}t\u{e9}");
+        assert_eq!(percent_encode("-._~*+ "), "-._~%2A%2B%20");
     }
 }
