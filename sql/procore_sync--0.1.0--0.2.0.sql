@@ -31,6 +31,8 @@ ALTER TABLE procore_records ALTER COLUMN first_synced_at SET DEFAULT clock_times
 CREATE INDEX procore_records_first_synced_at ON procore_records (first_synced_at);
 ALTER TABLE procore_sync_cursor ADD COLUMN listed_at timestamptz;
 CREATE INDEX procore_sync_cursor_scope ON procore_sync_cursor (resource, company_id, project_id);
+-- procore_sync_user() finds the item its worker finished by the asking session's pid.
+ALTER TABLE procore_sync_queue ADD COLUMN requested_by integer;
 
 CREATE TABLE procore_sync_hidden (
     resource   text NOT NULL,

@@ -34,7 +34,9 @@ CREATE TABLE procore_sync_queue (
     -- Procore's X-Rate-Limit-* headers as last seen by this item's sync.
     rate_limit_remaining integer,
     rate_limit_limit     integer,
-    rate_limit_reset_at  timestamptz
+    rate_limit_reset_at  timestamptz,
+    -- The session whose procore_sync_user() asked for this sync: how it finds its result.
+    requested_by     integer
 );
 -- At most one open item per user: queuing twice is a no-op, and two workers can never hold
 -- the same user.

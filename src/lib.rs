@@ -5,18 +5,15 @@
 use pgrx::prelude::*;
 use procore_sync_core::{procore, records, schedule, token_journal};
 
-mod catalog;
-mod credentials;
+// Layers, top down: `api` (SQL functions) and `worker` (background entry points) call
+// `sync`, which calls `data`; `settings`, `errors` and the core crate serve them all. No
+// module imports a layer above its own (checked by tests/e2e/tests/layers.rs).
+mod api;
+mod data;
 mod errors;
-mod installed;
-mod jobs;
 mod log_redaction;
-mod plans;
-mod queue;
 mod settings;
-mod store;
 mod sync;
-mod visibility;
 mod worker;
 
 ::pgrx::pg_module_magic!();

@@ -162,11 +162,11 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
             2
         );
         assert_eq!(
-            crate::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
             0
         );
         assert_eq!(
@@ -195,8 +195,8 @@ mod tests {
     const USER_U: &str = "00000000-0000-0000-0000-0000000000d1";
     const USER_V: &str = "00000000-0000-0000-0000-0000000000d2";
 
-    fn full_listing(user: &str, project: i64) -> crate::visibility::Listing<'_> {
-        crate::visibility::Listing {
+    fn full_listing(user: &str, project: i64) -> crate::data::visibility::Listing<'_> {
+        crate::data::visibility::Listing {
             user_id: user,
             resource: "rfis",
             company_id: 7,
@@ -214,7 +214,7 @@ mod tests {
     /// when nobody else can see the scope.
     #[pg_test]
     fn deletion_pass_marks_exactly_the_unseen_records_however_large_the_listing() {
-        use crate::visibility::{ListingEnd, SeenIds};
+        use crate::data::visibility::{ListingEnd, SeenIds};
         let has_seen_table = || {
             Spi::get_one::<bool>("SELECT to_regclass('pg_temp.procore_sync_seen') IS NOT NULL")
                 .unwrap()
@@ -268,7 +268,7 @@ mod tests {
     /// user's listing leaves it out too, it is deleted, and the exceptions go with it.
     #[pg_test]
     fn a_record_is_deleted_only_when_nobody_who_can_see_its_scope_still_sees_it() {
-        use crate::visibility::{ListingEnd, SeenIds};
+        use crate::data::visibility::{ListingEnd, SeenIds};
         Spi::run(
             "INSERT INTO procore_records (resource, company_id, procore_id, project_id, data, first_synced_at)
              SELECT 'rfis', 7, g, 70, '{}', now() - interval '1 hour' FROM generate_series(1, 5) g;
@@ -349,7 +349,7 @@ mod tests {
     /// hidden, while one it returns becomes visible once its listing ends.
     #[pg_test]
     fn an_incremental_listing_hides_new_records_it_did_not_return() {
-        use crate::visibility::{Listing, ListingEnd, SeenIds};
+        use crate::data::visibility::{Listing, ListingEnd, SeenIds};
         Spi::run(
             "INSERT INTO procore_records (resource, company_id, procore_id, project_id, data, updated_at, first_synced_at)
              SELECT 'rfis', 7, g, 70, '{}', now() - interval '2 hours', now() - interval '1 hour'
@@ -390,7 +390,8 @@ mod tests {
             },
             "only record 4 is hidden"
         );
-        crate::store::save_cursor(USER_U, "rfis", 7, 70, chrono::Utc::now(), false, None).unwrap();
+        crate::data::store::save_cursor(USER_U, "rfis", 7, 70, chrono::Utc::now(), false, None)
+            .unwrap();
         assert!(visible(1) && !visible(4) && visible(5));
     }
 }

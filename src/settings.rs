@@ -262,12 +262,20 @@ pub fn full_sync_interval_seconds() -> i64 {
     i64::from(FULL_SYNC_INTERVAL_S.get())
 }
 
+/// What becomes of records nobody connected can see any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphans {
+    /// Kept, with `orphaned_at` set; a later listing by anyone clears it.
+    Keep,
+    Delete,
+}
+
 /// What a disconnect does to the records nobody else can see.
-pub fn orphans() -> crate::visibility::Orphans {
+pub fn orphans() -> Orphans {
     if DELETE_ORPHANED_RECORDS.get() {
-        crate::visibility::Orphans::Delete
+        Orphans::Delete
     } else {
-        crate::visibility::Orphans::Keep
+        Orphans::Keep
     }
 }
 

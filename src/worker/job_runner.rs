@@ -13,8 +13,9 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgrou
 use pgrx::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{in_transaction, LIBRARY};
-use crate::jobs::Job;
+use crate::data::jobs::Job;
+use crate::data::transaction::in_transaction;
+use crate::sync::launch::LIBRARY;
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 pub struct RunResult {
@@ -126,7 +127,7 @@ pub extern "C-unwind" fn procore_sync_job_runner_main(arg: pg_sys::Datum) {
     report_activity(&command);
     let outcome = in_transaction(|| {
         unsafe { pg_sys::QueryCancelHoldoffCount -= 1 };
-        run_command(&command)
+        Ok::<_, String>(run_command(&command))
     });
     let result = RunResult {
         succeeded: outcome.is_ok(),

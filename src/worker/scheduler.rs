@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
@@ -15,13 +15,15 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
-use super::{in_transaction, job_runner, wakeup, LIBRARY};
-use crate::installed::{self, Installed, LIBRARY_VERSION};
-use crate::jobs::{self, Job};
-use crate::queue;
+use super::{job_runner, wakeup};
+use crate::data::credentials;
+use crate::data::installed::{self, Installed, LIBRARY_VERSION};
+use crate::data::jobs::{self, Job};
+use crate::data::queue;
+use crate::data::transaction::in_transaction;
 use crate::schedule::{self, Schedule};
 use crate::settings;
-use crate::store;
+use crate::sync::launch::LIBRARY;
 
 /// Orphaned items and retention are looked after this often; it is also the longest sleep,
 /// so a wakeup lost for any reason delays a job change by at most this much. Job changes
@@ -113,7 +115,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             continue;
         }
         if !extension_ready {
-            if !matches!(in_transaction(installed::use_extension_schema), Ok(Ok(()))) {
+            if in_transaction(installed::use_extension_schema).is_err() {
                 if !wait_for_wakeup(NO_EXTENSION_RETRY) {
                     break;
                 }
@@ -126,12 +128,11 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             recover_token_journal();
             job_runner::clear_run_files();
             match in_transaction(jobs::fail_interrupted_runs) {
-                Ok(Ok(n)) if n > 0 => {
+                Ok(n) if n > 0 => {
                     log!("procore_sync: marked {n} interrupted job run(s) as failed")
                 }
-                Ok(Err(e)) => log!("procore_sync: could not close interrupted runs: {e}"),
+                Ok(_) => {}
                 Err(e) => log!("procore_sync: could not close interrupted runs: {e}"),
-                _ => {}
             }
         }
         let housekeeping_due = Utc::now() >= next_housekeeping;
@@ -161,10 +162,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
 
 /// The extension in the scheduler's database; a failed look-up counts as absent.
 fn installed_here() -> Installed {
-    match in_transaction(installed::installed) {
-        Ok(Ok(state)) => state,
-        _ => Installed::Absent,
-    }
+    in_transaction(installed::installed).unwrap_or(Installed::Absent)
 }
 
 /// One line for each time the scheduler goes idle, saying what brings it back.
@@ -185,10 +183,10 @@ fn report_not_ready(state: &Installed, database: &str) {
 
 /// Tokens Procore issued just before a crash are put back before anything else runs.
 fn recover_token_journal() {
-    let journal = store::token_journal();
+    let journal = credentials::token_journal();
     for (user, tokens) in journal.all_pending() {
-        match in_transaction(|| store::restore_tokens(&user, &tokens)) {
-            Ok(Ok(())) => {
+        match in_transaction(|| credentials::restore_tokens(&user, &tokens)) {
+            Ok(()) => {
                 log!("procore_sync: user {user}: restored the tokens Procore issued before a crash");
                 if let Err(e) = journal.forget(&user) {
                     log!("procore_sync: user {user}: could not clear the token journal: {e}");
@@ -202,12 +200,12 @@ fn recover_token_journal() {
 /// Orphaned items back to the queue, and retention.
 fn look_after_queue() {
     match in_transaction(queue::reap_orphaned_items) {
-        Ok(Ok(n)) if n > 0 => {
+        Ok(n) if n > 0 => {
             log!("procore_sync: {n} queue item(s) of stopped workers returned to the queue")
         }
         _ => {}
     }
-    if let Ok(Err(e)) = in_transaction(queue::purge_old_rows) {
+    if let Err(e) = in_transaction(queue::purge_old_rows) {
         log!("procore_sync: retention cleanup failed: {e}");
     }
 }
@@ -257,11 +255,7 @@ fn tick(
     // brings another read. Once a minute the table is read anyway.
     let changes = wakeup::job_changes();
     if reread || known.changes != Some(changes) {
-        known.jobs = match in_transaction(jobs::active_jobs) {
-            Ok(Ok(jobs)) => jobs,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(e) => return Err(e),
-        };
+        known.jobs = in_transaction(jobs::active_jobs).map_err(|e| e.to_string())?;
         known.changes = Some(changes);
     }
     let jobs = &known.jobs;
@@ -328,10 +322,7 @@ fn first_run(
     if schedule.runs_at_scheduler_start() {
         return start_pass.then_some(now);
     }
-    let last = match in_transaction(|| jobs::last_start_epoch(job.jobid)) {
-        Ok(Ok(Some(epoch))) => Utc.timestamp_opt(epoch as i64, 0).single(),
-        _ => None,
-    };
+    let last = in_transaction(|| jobs::last_start(job.jobid)).unwrap_or(None);
     match last.and_then(|l| next_run(schedule, l, zone)) {
         Some(missed) if missed <= now => Some(now),
         _ => next_run(schedule, now, zone),
@@ -372,14 +363,7 @@ fn reap_finished_run(state: &mut JobState) {
 
 fn start_job(job: &Job) -> Option<(i64, DynamicBackgroundWorker)> {
     let runid = match in_transaction(|| jobs::start_run(job)) {
-        Ok(Ok(runid)) => runid,
-        Ok(Err(e)) => {
-            log!(
-                "procore_sync: could not record a run of job {}: {e}",
-                job.jobid
-            );
-            return None;
-        }
+        Ok(runid) => runid,
         Err(e) => {
             log!(
                 "procore_sync: could not record a run of job {}: {e}",

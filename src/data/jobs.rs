@@ -1,11 +1,13 @@
-//! pg_cron-compatible jobs: `procore_sync_schedule`, `procore_sync_unschedule`,
-//! `procore_sync_alter_job`, and the run history the scheduler and job runners keep.
-//! The functions run as the extension owner (security definer) and check the caller's
-//! role themselves, so a role can manage its own jobs and nobody else's.
+//! The job table and its run history: what `procore_sync_schedule` and friends write (after
+//! checking that the calling role may), and what the scheduler and job runners read and
+//! record. Names and columns follow pg_cron's `cron.job` and `cron.job_run_details`.
 
+use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::errors::{required, OrRaise, SyncError};
+use super::timestamps;
+use crate::errors::SyncError;
 use crate::schedule;
 
 struct Caller {
@@ -50,24 +52,7 @@ fn validate_command(command: &str) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Creates a job, or changes the schedule and command of the caller's job of that name.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn procore_sync_schedule(
-    job_name: Option<&str>,
-    schedule: Option<&str>,
-    command: Option<&str>,
-) -> i64 {
-    let job_name = required(job_name, "job_name");
-    schedule_job(
-        job_name,
-        required(schedule, "schedule"),
-        required(command, "command"),
-    )
-    .or_raise()
-}
-
-fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, SyncError> {
+pub fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, SyncError> {
     if job_name.trim().is_empty() {
         return Err(SyncError::InvalidArgument("a job needs a name".into()));
     }
@@ -90,34 +75,7 @@ fn schedule_job(job_name: &str, schedule: &str, command: &str) -> Result<i64, Sy
     .ok_or_else(|| SyncError::Internal("the job was not saved".into()))
 }
 
-/// pg_cron's `schedule_in_database`: creates a job that runs in `database` as `username`
-/// (default: the caller), or changes the schedule, command and database of that role's job
-/// of that name. Both are checked now, so a job that could never start is refused here
-/// rather than failing at every run.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn procore_sync_schedule_in_database(
-    job_name: Option<&str>,
-    schedule: Option<&str>,
-    command: Option<&str>,
-    database: Option<&str>,
-    username: default!(Option<&str>, "NULL"),
-    active: default!(Option<bool>, "true"),
-) -> i64 {
-    let job_name = required(job_name, "job_name");
-    schedule_job_in_database(
-        job_name,
-        required(schedule, "schedule"),
-        required(command, "command"),
-        database,
-        username,
-        // NULL is the default, as in pg_cron, which reads the argument only when it is set.
-        active.unwrap_or(true),
-    )
-    .or_raise()
-}
-
-fn schedule_job_in_database(
+pub fn schedule_job_in_database(
     job_name: &str,
     schedule: &str,
     command: &str,
@@ -200,39 +158,29 @@ fn schedule_job_in_database(
 }
 
 /// Removes the caller's job of that name.
-#[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn procore_sync_unschedule_by_name(job_name: Option<&str>) -> bool {
-    let job_name = required(job_name, "job_name");
-    let caller = caller().or_raise();
+pub fn unschedule_by_name(job_name: &str) -> Result<(), SyncError> {
+    let caller = caller()?;
     let deleted = optional(Spi::get_one_with_args::<i64>(
         "DELETE FROM procore_sync_job WHERE jobname = $1 AND username = $2 RETURNING jobid",
         &[job_name.into(), caller.name.clone().into()],
-    ))
-    .or_raise();
-    if deleted.is_none() {
-        SyncError::UnknownJob(format!(
+    ))?;
+    match deleted {
+        Some(_) => Ok(()),
+        None => Err(SyncError::UnknownJob(format!(
             "could not find a job named '{job_name}' owned by {}",
             caller.name
-        ))
-        .raise();
+        ))),
     }
-    true
 }
 
 /// Removes a job by id: the caller's own, or any job for a superuser.
-#[pg_extern(volatile, security_definer, name = "procore_sync_unschedule")]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn procore_sync_unschedule_by_id(job_id: Option<i64>) -> bool {
-    let job_id = required(job_id, "job_id");
-    job_owner(job_id).or_raise();
+pub fn unschedule_by_id(job_id: i64) -> Result<(), SyncError> {
+    job_owner(job_id)?;
     Spi::run_with_args(
         "DELETE FROM procore_sync_job WHERE jobid = $1",
         &[job_id.into()],
-    )
-    .map_err(SyncError::from)
-    .or_raise();
-    true
+    )?;
+    Ok(())
 }
 
 /// The owner of a job the caller may change, or an error saying why not.
@@ -253,29 +201,7 @@ fn job_owner(job_id: i64) -> Result<String, SyncError> {
     }
 }
 
-/// pg_cron's `alter_job`: changes what is given, keeps the rest.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn procore_sync_alter_job(
-    job_id: Option<i64>,
-    schedule: default!(Option<&str>, "NULL"),
-    command: default!(Option<&str>, "NULL"),
-    database: default!(Option<&str>, "NULL"),
-    username: default!(Option<&str>, "NULL"),
-    active: default!(Option<bool>, "NULL"),
-) {
-    alter_job(
-        required(job_id, "job_id"),
-        schedule,
-        command,
-        database,
-        username,
-        active,
-    )
-    .or_raise()
-}
-
-fn alter_job(
+pub fn alter_job(
     job_id: i64,
     schedule: Option<&str>,
     command: Option<&str>,
@@ -371,12 +297,12 @@ pub fn active_jobs() -> Result<Vec<Job>, SyncError> {
 }
 
 /// When each job last started, so a run missed during downtime happens once on start.
-pub fn last_start_epoch(jobid: i64) -> Result<Option<f64>, SyncError> {
-    Ok(Spi::get_one_with_args::<f64>(
-        "SELECT extract(epoch FROM max(start_time))::float8
-         FROM procore_sync_job_run_details WHERE jobid = $1",
+pub fn last_start(jobid: i64) -> Result<Option<DateTime<Utc>>, SyncError> {
+    Ok(Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "SELECT max(start_time) FROM procore_sync_job_run_details WHERE jobid = $1",
         &[jobid.into()],
-    )?)
+    )?
+    .and_then(timestamps::from_sql))
 }
 
 pub fn start_run(job: &Job) -> Result<i64, SyncError> {

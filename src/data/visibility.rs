@@ -14,8 +14,10 @@
 
 use pgrx::prelude::*;
 
+use super::timestamps;
+use crate::data::plans;
 use crate::errors::SyncError;
-use crate::plans;
+use crate::settings::Orphans;
 
 /// Past this many ids a listing spills. Statements over an array this size plan in a few MB.
 const IN_MEMORY_IDS: usize = 10_000;
@@ -104,9 +106,7 @@ impl SeenIds {
         } else {
             FINISH_IN_MEMORY
         };
-        let window_from = listing
-            .window_from
-            .map(|t| t.timestamp_micros() as f64 / 1e6);
+        let window_from = listing.window_from.map(timestamps::to_sql);
         let ids = if self.spilled {
             self.key.into()
         } else {
@@ -169,7 +169,7 @@ pub struct ListingEnd {
 /// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table's
 /// rows whose listing is `$7`.
 /// `$1` user, `$2` resource, `$3` company, `$4` project (NULL for a company scope), `$5`
-/// whether the listing was full, `$6` its window's start (epoch seconds). An incremental
+/// whether the listing was full, `$6` its window's start. An incremental
 /// listing considers only the records it could have returned: changed in its window, or
 /// stored since the user's previous listing. The project test is written so that a known
 /// project uses the (resource, project_id) index.
@@ -185,7 +185,7 @@ macro_rules! finish_listing_sql {
                 WHERE r.resource = $2 AND r.company_id = $3
                   AND (r.project_id = $4 OR ($4 IS NULL AND r.project_id IS NULL))
                   AND r.deleted_at IS NULL
-                  AND ($5 OR r.updated_at >= to_timestamp($6)
+                  AND ($5 OR r.updated_at >= $6::timestamptz
                        OR r.first_synced_at > coalesce((SELECT listed_at FROM prev), '-infinity'))
                   AND ",
             $left_out,
@@ -328,14 +328,6 @@ pub fn deny_scope(
         ],
     )?;
     Ok(())
-}
-
-/// What becomes of records nobody connected can see any more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Orphans {
-    /// Kept, with `orphaned_at` set; a later listing by anyone clears it.
-    Keep,
-    Delete,
 }
 
 /// A disconnected user sees nothing: their grants and exceptions go. Records of the scopes

@@ -3,17 +3,16 @@
 //! is taken again once its lease runs out.
 
 use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::errors::{OrRaise, SyncError};
+use super::timestamps;
+use crate::errors::SyncError;
 use crate::settings;
-use crate::worker::sync_worker;
 
 /// Queues every connected user that has no open item. Returns how many were queued.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn queue_procore_sync_for_all_users() -> i32 {
-    Spi::get_one::<i64>(
+pub fn enqueue_connected_users() -> Result<i64, SyncError> {
+    Ok(Spi::get_one::<i64>(
         "WITH queued AS (
             INSERT INTO procore_sync_queue (user_id)
             SELECT user_id FROM procore_sync_credentials WHERE NOT needs_reconnect
@@ -21,29 +20,15 @@ fn queue_procore_sync_for_all_users() -> i32 {
             ON CONFLICT (user_id) WHERE status IN ('pending', 'processing') DO NOTHING
             RETURNING 1)
          SELECT count(*) FROM queued",
-    )
-    .map_err(SyncError::from)
-    .or_raise()
-    .unwrap_or(0) as i32
-}
-
-/// Takes up to `batch_size` due items for the worker pool and makes sure enough pool
-/// workers are running. Returns at once; the syncs happen in the workers.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn process_procore_sync_queue() -> i32 {
-    crate::installed::require_current_version().or_raise();
-    reap_orphaned_items().or_raise();
-    let claimed = claim_due_items(settings::batch_size()).or_raise();
-    sync_worker::ensure_pool(claimed).or_raise();
-    claimed as i32
+    )?
+    .unwrap_or(0))
 }
 
 /// Marks due items as taken for the pool (status `processing`, no worker yet). An item whose
 /// worker died goes back to `pending` (`reap_orphaned_items`); one whose live worker let the
 /// lease run out (frozen, stuck) keeps that worker's pid, so the pool worker that takes it
 /// knows it takes it over and does not wait for the stuck worker's user lock.
-fn claim_due_items(limit: i32) -> Result<i64, SyncError> {
+pub fn claim_due_items(limit: i32) -> Result<i64, SyncError> {
     Ok(Spi::get_one_with_args::<i64>(
         "WITH due AS (
             SELECT id FROM procore_sync_queue
@@ -115,8 +100,9 @@ pub fn open_items() -> Result<i64, SyncError> {
     .unwrap_or(0))
 }
 
-/// A manual sync takes the user's open item if nobody is working on it, or opens one.
-pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
+/// A manual sync takes the user's open item if nobody is working on it, or opens one, and
+/// marks it as the one the session `requested_by` waits for.
+pub fn take_item_for_user(user_id: &str, requested_by: i32) -> Result<TakenItem, SyncError> {
     let busy = Spi::connect_mut(|client| {
         let rows = client.update(
             "SELECT id, worker_pid FROM procore_sync_queue
@@ -144,21 +130,88 @@ pub fn take_item_for_user(user_id: &str) -> Result<TakenItem, SyncError> {
     }
     Spi::connect_mut(|client| {
         let rows = client.update(
-            "INSERT INTO procore_sync_queue AS q (user_id, status, started_at, worker_pid, attempts, lease_expires_at)
-             VALUES ($1::uuid, 'processing', now(), pg_backend_pid(), 1, now() + make_interval(secs => $2))
+            "INSERT INTO procore_sync_queue AS q
+                 (user_id, status, started_at, worker_pid, attempts, lease_expires_at, requested_by)
+             VALUES ($1::uuid, 'processing', now(), pg_backend_pid(), 1,
+                     now() + make_interval(secs => $2), $3)
              ON CONFLICT (user_id) WHERE status IN ('pending', 'processing') DO UPDATE
              SET status = 'processing', started_at = now(), worker_pid = pg_backend_pid(),
-                 attempts = q.attempts + 1, lease_expires_at = EXCLUDED.lease_expires_at
+                 attempts = q.attempts + 1, lease_expires_at = EXCLUDED.lease_expires_at,
+                 requested_by = EXCLUDED.requested_by
              -- a worker may have taken the item since the check above
              WHERE q.status = 'pending' OR q.worker_pid IS NULL OR q.lease_expires_at < now()
                 OR NOT procore_sync_backend_alive(q.worker_pid)
              RETURNING q.id, q.user_id::text, q.attempts",
             Some(1),
-            &[user_id.into(), (settings::lease_seconds() as f64).into()],
+            &[
+                user_id.into(),
+                (settings::lease_seconds() as f64).into(),
+                requested_by.into(),
+            ],
         )?;
         Ok::<_, SyncError>(taken_items(rows)?.into_iter().next())
     })?
-    .ok_or_else(|| SyncError::AlreadySyncing { user: user_id.to_string(), item: 0, pid: 0 })
+    .ok_or_else(|| SyncError::AlreadySyncing {
+        user: user_id.to_string(),
+        item: 0,
+        pid: 0,
+    })
+}
+
+/// How a manual sync ended, as `procore_sync_user()` reports it.
+pub struct ManualResult {
+    pub status: String,
+    pub records_written: i64,
+    pub requests_made: i64,
+    pub error_message: Option<String>,
+    pub duration: Option<pgrx::datum::Interval>,
+}
+
+/// The item a manual sync asked for by the session `requested_by` ended with, if its worker
+/// took one and finished it. A session asks for one sync at a time, and a live session's pid
+/// is its own: the newest such item since `asked_at` is this call's.
+pub fn manual_result(
+    user_id: &str,
+    requested_by: i32,
+    asked_at: TimestampWithTimeZone,
+) -> Result<Option<ManualResult>, SyncError> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT status, records_written, requests_made, error_message,
+                    completed_at - started_at
+             FROM procore_sync_queue
+             WHERE user_id = $1::uuid AND requested_by = $2 AND started_at >= $3
+               AND status IN ('completed', 'failed')
+             ORDER BY id DESC LIMIT 1",
+            Some(1),
+            &[user_id.into(), requested_by.into(), asked_at.into()],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(ManualResult {
+            status: row.get::<String>(1)?.unwrap_or_default(),
+            records_written: row.get::<i64>(2)?.unwrap_or(0),
+            requests_made: row.get::<i64>(3)?.unwrap_or(0),
+            error_message: row.get::<String>(4)?,
+            duration: row.get::<pgrx::datum::Interval>(5)?,
+        }))
+    })
+}
+
+/// Who holds the user's item now, or finished it since this transaction began: the
+/// queue item and its worker's pid.
+pub fn current_holder(user_id: &str) -> Result<Option<(i64, i32)>, SyncError> {
+    match Spi::get_two_with_args::<i64, i32>(
+        "SELECT id, worker_pid FROM procore_sync_queue
+         WHERE user_id = $1::uuid AND (status = 'processing' OR completed_at >= now())
+         ORDER BY id DESC LIMIT 1",
+        &[user_id.into()],
+    ) {
+        Ok((Some(item), pid)) => Ok(Some((item, pid.unwrap_or(0)))),
+        Ok((None, _)) | Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn taken_items(rows: pgrx::spi::SpiTupleTable) -> Result<Vec<TakenItem>, SyncError> {
@@ -214,13 +267,13 @@ pub fn finish_item(queue_id: i64, finish: Finish) -> Result<(), SyncError> {
         )?,
         Finish::RetryAt { at, error, counts_as_attempt } => Spi::run_with_args(
             "UPDATE procore_sync_queue
-             SET status = 'pending', next_attempt_at = to_timestamp($2), error_message = $3,
+             SET status = 'pending', next_attempt_at = $2, error_message = $3,
                  worker_pid = NULL, lease_expires_at = NULL,
                  attempts = CASE WHEN $4 THEN attempts ELSE greatest(attempts - 1, 0) END
              WHERE id = $1 AND worker_pid = pg_backend_pid()",
             &[
                 queue_id.into(),
-                (at.timestamp_millis() as f64 / 1000.0).into(),
+                timestamps::to_sql(at).into(),
                 error.into(),
                 counts_as_attempt.into(),
             ],
@@ -258,14 +311,6 @@ fn notify(queue_id: i64) -> Result<(), SyncError> {
         &[queue_id.into()],
     )?;
     Ok(())
-}
-
-/// Whether a server process with this pid runs now. `pg_stat_activity` is read once per
-/// transaction, so a row re-checked after a lock wait would not see a worker that started
-/// since and took the item; the process array is looked at on every call.
-#[pg_extern(volatile, parallel_safe)]
-fn procore_sync_backend_alive(pid: i32) -> bool {
-    unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
 }
 
 /// Items whose worker is gone (crash, kill, restart) go back to the queue at once instead

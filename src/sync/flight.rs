@@ -16,12 +16,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use super::in_transaction;
+use crate::data::queue::{self, Finish, TakenItem};
+use crate::data::transaction::in_transaction;
+use crate::data::{credentials, store};
+use crate::errors::SyncError;
 use crate::procore::{backoff, Client, ClientConfig};
-use crate::queue::{self, Finish, TakenItem};
 use crate::settings;
-use crate::store;
-use crate::sync::{self, PgStore, RefreshStart};
+use crate::sync::user::{self, PgStore, RefreshStart};
 use procore_sync_core::fetch_pool::{blocking_signals, Answer, FetchPool, Job};
 use procore_sync_core::walk::{Action, SyncFailure, SyncOutcome, UserWalk};
 
@@ -174,7 +175,7 @@ impl Flight {
         }
         if self.share_checked_at.elapsed() >= FAIR_SHARE_REFRESH {
             self.share_checked_at = Instant::now();
-            if let Ok(Ok(open)) = in_transaction(queue::open_items) {
+            if let Ok(open) = in_transaction(queue::open_items) {
                 let workers = open.clamp(1, i64::from(settings::max_workers().max(1)));
                 self.fair_share = ((open + workers - 1) / workers).max(1) as usize;
             }
@@ -190,11 +191,7 @@ impl Flight {
             .map(|u| u.item.user_id.clone())
             .collect();
         let items = match in_transaction(|| queue::take_items(&busy, room)) {
-            Ok(Ok(items)) => items,
-            Ok(Err(e)) => {
-                log!("procore_sync: could not take queue items: {e}");
-                return;
-            }
+            Ok(items) => items,
             Err(e) => {
                 log!("procore_sync: could not take queue items: {e}");
                 return;
@@ -222,7 +219,7 @@ impl Flight {
     }
 
     fn admit(&mut self, item: TakenItem, locked: bool) {
-        match sync::start_walk(&item) {
+        match user::start_walk(&item) {
             Ok((walk, store)) => {
                 self.next_walk += 1;
                 self.activity_stale = true;
@@ -300,7 +297,7 @@ impl Flight {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        match sync::begin_refresh(&user.item.user_id, user.walk.access_token()) {
+        match user::begin_refresh(&user.item.user_id, user.walk.access_token()) {
             Ok(RefreshStart::Use(token, expires_at)) => {
                 user.walk.on_refresh(Ok((token, expires_at)))
             }
@@ -377,7 +374,7 @@ impl Flight {
             } => {
                 self.refreshes_out -= 1;
                 // Committed even when the walk is gone: the old refresh token is spent.
-                let refreshed = sync::end_refresh(&user_id, result, journal_error);
+                let refreshed = user::end_refresh(&user_id, result, journal_error);
                 if let Some(user) = self.users.get_mut(&walk) {
                     user.walk.on_refresh(refreshed);
                     self.drive(walk);
@@ -449,7 +446,7 @@ fn start_pool(config: ClientConfig) -> Result<FetchPool, String> {
     blocking_signals(|| {
         FetchPool::start(
             Arc::new(client),
-            store::token_journal(),
+            credentials::token_journal(),
             threads,
             BUFFERED_ANSWERS,
         )
@@ -484,7 +481,7 @@ fn fail_without_client(item: Option<TakenItem>, message: &str) {
     }
     while !shutdown_requested() {
         match in_transaction(|| queue::take_items(&[], TAKES_PER_TICK)) {
-            Ok(Ok(items)) if !items.is_empty() => {
+            Ok(items) if !items.is_empty() => {
                 for item in items {
                     finish_item(&item, false, Instant::now(), None, Err(failure()));
                 }
@@ -506,7 +503,7 @@ fn finish_item(
     if let Some(rl) = rate_limit {
         if !matches!(
             in_transaction(|| store::save_rate_limit(item.queue_id, &rl)),
-            Ok(Ok(()))
+            Ok(())
         ) {
             log!(
                 "procore_sync: could not record the rate limit of queue item {}",
@@ -585,16 +582,11 @@ fn finish_item(
             in_transaction(|| queue::finish_item(item.queue_id, finish))
         }
     };
-    match finished {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log!(
+    if let Err(e) = finished {
+        log!(
             "procore_sync: could not record the end of queue item {}: {e}",
             item.queue_id
-        ),
-        Err(e) => log!(
-            "procore_sync: could not record the end of queue item {}: {e}",
-            item.queue_id
-        ),
+        );
     }
 }
 
@@ -609,8 +601,9 @@ pub fn lock_user(user_id: &str) -> bool {
         in_transaction(|| Spi::get_one_with_args::<bool>(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
             &[USER_LOCK_CLASS.into(), user_id.into()],
-        )),
-        Ok(Ok(Some(true)))
+        )
+        .map_err(SyncError::from)),
+        Ok(Some(true))
     )
 }
 
@@ -620,6 +613,7 @@ pub fn unlock_user(user_id: &str) {
             "SELECT pg_advisory_unlock($1, hashtext($2))",
             &[USER_LOCK_CLASS.into(), user_id.into()],
         )
+        .map_err(SyncError::from)
     });
 }
 

@@ -3,20 +3,22 @@
 //! Everything here runs on a sync worker's main thread, one committed transaction per call,
 //! so progress survives a crash and HTTP never happens inside a transaction.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
 
-use crate::catalog::{self, Scope};
+use crate::data::catalog::{self, Scope};
+use crate::data::credentials;
+use crate::data::queue::TakenItem;
+use crate::data::store::{self, CursorTimes};
+use crate::data::transaction::in_transaction;
+use crate::data::visibility::{self, Listing, SeenIds};
 use crate::errors::SyncError;
 use crate::procore::{ProcoreError, Secret, TokenPair};
-use crate::queue::TakenItem;
 use crate::records::RecordRow;
 use crate::settings;
-use crate::store::{self, CursorTimes};
-use crate::visibility::{self, Listing, SeenIds};
-use crate::worker::in_transaction;
 use procore_sync_core::walk::{
     ListingEnd, ListingRef, Progress, StoreError, SyncFailure, UserWalk, WalkConfig, WalkStore,
     REFRESH_MARGIN,
@@ -29,33 +31,29 @@ const REFRESH_LOCK_CLASS: i32 = 0x5053_5246;
 
 /// Runs a database step in its own committed transaction.
 fn step<R>(body: impl FnOnce() -> Result<R, SyncError>) -> Result<R, StoreError> {
-    match in_transaction(body) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(SyncError::LeaseLost(id))) => {
-            Err(StoreError::LeaseLost(SyncError::LeaseLost(id).to_string()))
-        }
-        Ok(Err(e)) => Err(StoreError::Database(e.to_string())),
-        Err(message) => Err(StoreError::Database(message)),
-    }
+    in_transaction(body).map_err(|e| match e {
+        SyncError::LeaseLost(_) => StoreError::LeaseLost(e.to_string()),
+        e => StoreError::Database(e.to_string()),
+    })
 }
 
 /// Starts a user's sync: their credentials and the catalog, or why there is nothing to do.
 pub fn start_walk(item: &TakenItem) -> Result<(UserWalk, PgStore), SyncFailure> {
     let user = &item.user_id;
-    let credentials = step(|| store::credentials(user))?
+    let stored = step(|| credentials::credentials(user))?
         .ok_or_else(|| SyncFailure::Permanent(format!("no Procore credentials for user {user}")))?;
-    if credentials.needs_reconnect {
+    if stored.needs_reconnect {
         return Err(SyncFailure::Permanent(format!(
             "user {user} must reconnect to Procore: {}",
-            credentials.reconnect_reason.unwrap_or_default()
+            stored.reconnect_reason.unwrap_or_default()
         )));
     }
     let resources = step(catalog::enabled_resources)?;
     let walk = UserWalk::new(
         user.clone(),
         resources,
-        credentials.access_token,
-        credentials.expires_at,
+        stored.access_token,
+        stored.expires_at,
         WalkConfig {
             full_sync_interval_s: settings::full_sync_interval_seconds(),
             listings_in_flight: settings::listings_per_user(),
@@ -264,7 +262,9 @@ pub enum RefreshStart {
 /// Takes the user's refresh lock and decides whether a refresh is needed at all.
 /// `current` is the access token the walk has been using.
 pub fn begin_refresh(user_id: &str, current: &Secret) -> Result<RefreshStart, SyncFailure> {
-    let journal = store::token_journal();
+    let journal = credentials::token_journal();
+    // Session-level: an ERROR that rolls the transaction back leaves the lock held.
+    let holds_lock = Cell::new(false);
     let started = in_transaction(|| -> Result<RefreshStart, SyncFailure> {
         let locked = Spi::get_one_with_args::<bool>(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
@@ -274,54 +274,46 @@ pub fn begin_refresh(user_id: &str, current: &Secret) -> Result<RefreshStart, Sy
         if locked != Some(true) {
             return Ok(RefreshStart::Busy);
         }
+        holds_lock.set(true);
         let decided = (|| {
-            let mut credentials = store::credentials_for_refresh(user_id)
+            let mut stored = credentials::credentials_for_refresh(user_id)
                 .map_err(db_failure)?
                 .ok_or_else(|| {
                     SyncFailure::Permanent(format!(
                         "user {user_id} was disconnected during the sync"
                     ))
                 })?;
-            if credentials.needs_reconnect {
+            if stored.needs_reconnect {
                 return Err(SyncFailure::Permanent(format!(
                     "user {user_id} must reconnect to Procore"
                 )));
             }
             // A crash after a rotation left the newest pair in the journal: it wins.
             if let Some(pair) = journal.pending(user_id) {
-                store::restore_tokens(user_id, &pair).map_err(db_failure)?;
-                credentials.access_token = pair.access_token;
-                credentials.refresh_token = pair.refresh_token;
-                credentials.expires_at = pair.expires_at;
+                credentials::restore_tokens(user_id, &pair).map_err(db_failure)?;
+                stored.access_token = pair.access_token;
+                stored.refresh_token = pair.refresh_token;
+                stored.expires_at = pair.expires_at;
             }
-            if credentials.access_token != *current
-                && credentials.expires_at - REFRESH_MARGIN > Utc::now()
-            {
-                return Ok(RefreshStart::Use(
-                    credentials.access_token,
-                    credentials.expires_at,
-                ));
+            if stored.access_token != *current && stored.expires_at - REFRESH_MARGIN > Utc::now() {
+                return Ok(RefreshStart::Use(stored.access_token, stored.expires_at));
             }
-            Ok(RefreshStart::Spend(credentials.refresh_token))
+            Ok(RefreshStart::Spend(stored.refresh_token))
         })();
         if !matches!(decided, Ok(RefreshStart::Spend(_))) {
             unlock_refresh(user_id);
+            holds_lock.set(false);
         }
         decided
     });
-    match started {
-        Ok(decided) => {
-            // A journalled pair restored above is committed now.
-            if matches!(decided, Ok(RefreshStart::Use(..))) {
-                forget_journalled(user_id);
-            }
-            decided
-        }
-        Err(message) => {
-            let _ = in_transaction(|| unlock_refresh(user_id));
-            Err(db_failure(message))
-        }
+    if holds_lock.get() && started.is_err() {
+        unlock_refresh_alone(user_id);
     }
+    // A journalled pair restored above is committed now.
+    if matches!(started, Ok(RefreshStart::Use(..))) {
+        forget_journalled(user_id);
+    }
+    started
 }
 
 /// The second half: commits what Procore answered, then lets go of the refresh lock. The
@@ -340,28 +332,24 @@ pub fn end_refresh(
     }
     let committed = in_transaction(|| match answer {
         Ok(pair) => {
-            store::save_tokens(user_id, &pair).map_err(db_failure)?;
+            credentials::save_tokens(user_id, &pair).map_err(db_failure)?;
             Ok((pair.access_token, pair.expires_at))
         }
         Err(ProcoreError::InvalidGrant(description)) => {
             let reason = format!(
                 "Procore refused the refresh token (invalid_grant: {description}); the user must reconnect"
             );
-            store::mark_needs_reconnect(user_id, &reason).map_err(db_failure)?;
+            credentials::mark_needs_reconnect(user_id, &reason).map_err(db_failure)?;
             Err(SyncFailure::Permanent(reason))
         }
         Err(e) => Err(SyncFailure::from_procore(e)),
     });
-    let _ = in_transaction(|| unlock_refresh(user_id));
-    match committed {
-        Ok(Ok(token)) => {
-            // Committed: the journal entry has done its job.
-            forget_journalled(user_id);
-            Ok(token)
-        }
-        Ok(Err(failure)) => Err(failure),
-        Err(message) => Err(db_failure(message)),
+    unlock_refresh_alone(user_id);
+    if committed.is_ok() {
+        // Committed: the journal entry has done its job.
+        forget_journalled(user_id);
     }
+    committed
 }
 
 fn unlock_refresh(user_id: &str) {
@@ -371,8 +359,16 @@ fn unlock_refresh(user_id: &str) {
     );
 }
 
+/// Unlocks in a transaction of its own, outside any other.
+fn unlock_refresh_alone(user_id: &str) {
+    let _ = in_transaction(|| {
+        unlock_refresh(user_id);
+        Ok::<_, SyncError>(())
+    });
+}
+
 fn forget_journalled(user_id: &str) {
-    if let Err(e) = store::token_journal().forget(user_id) {
+    if let Err(e) = credentials::token_journal().forget(user_id) {
         warning!("procore_sync: user {user_id}: could not clear the token journal: {e}");
     }
 }

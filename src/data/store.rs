@@ -1,126 +1,17 @@
-//! Everything the sync writes or reads in the database: credentials, records, cursors and
-//! progress. Every statement is parameterised; none is built from data.
+//! What the sync writes or reads in the database besides credentials: records, cursors,
+//! leases, progress and rate limits. Every statement is parameterised; none is built from data.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+use super::timestamps;
+use crate::data::plans;
 use crate::errors::SyncError;
-use crate::plans;
-use crate::procore::{RateLimit, Secret, TokenPair};
+use crate::procore::RateLimit;
 use crate::records::RecordRow;
-use crate::token_journal::Journal;
 use procore_sync_core::statements::UPSERT_PAGE;
-
-/// This database's token journal, inside the data directory so it shares its permissions
-/// and its backups' fate.
-pub fn token_journal() -> Journal {
-    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
-        .to_string_lossy()
-        .into_owned();
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    Journal::new(
-        std::path::Path::new(&data_dir)
-            .join("pg_procore_sync")
-            .join(database.to_string()),
-    )
-}
-
-/// Puts back a pair the journal kept through a crash. Only for users still connected: a
-/// user who disconnected since stays disconnected.
-pub fn restore_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
-    write_tokens(
-        "UPDATE procore_sync_credentials
-         SET access_token = $2, refresh_token = $3, expires_at = to_timestamp($4),
-             needs_reconnect = false, reconnect_reason = NULL, refreshed_at = now()
-         WHERE user_id = $1::uuid",
-        user_id,
-        tokens,
-    )
-}
-
-pub struct Credentials {
-    pub access_token: Secret,
-    pub refresh_token: Secret,
-    pub expires_at: DateTime<Utc>,
-    pub needs_reconnect: bool,
-    pub reconnect_reason: Option<String>,
-}
-
-const SELECT_CREDENTIALS: &str = "
-    SELECT access_token, refresh_token, extract(epoch FROM expires_at)::float8,
-           needs_reconnect, reconnect_reason
-    FROM procore_sync_credentials WHERE user_id = $1::uuid";
-
-fn read_credentials(sql: &str, user_id: &str) -> Result<Option<Credentials>, SyncError> {
-    // Mutable because the refresh variant locks the row (FOR UPDATE).
-    Spi::connect_mut(|client| {
-        let rows = client.update(sql, Some(1), &[user_id.into()])?;
-        let Some(row) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        let epoch: f64 = row.get(3)?.unwrap_or(0.0);
-        Ok(Some(Credentials {
-            access_token: Secret::new(row.get::<String>(1)?.unwrap_or_default()),
-            refresh_token: Secret::new(row.get::<String>(2)?.unwrap_or_default()),
-            expires_at: Utc
-                .timestamp_opt(epoch as i64, 0)
-                .single()
-                .unwrap_or_else(Utc::now),
-            needs_reconnect: row.get(4)?.unwrap_or(false),
-            reconnect_reason: row.get(5)?,
-        }))
-    })
-}
-
-pub fn credentials(user_id: &str) -> Result<Option<Credentials>, SyncError> {
-    read_credentials(SELECT_CREDENTIALS, user_id)
-}
-
-/// The credentials row, locked until the transaction ends: only one process may spend a
-/// single-use refresh token.
-pub fn credentials_for_refresh(user_id: &str) -> Result<Option<Credentials>, SyncError> {
-    read_credentials(&format!("{SELECT_CREDENTIALS} FOR UPDATE"), user_id)
-}
-
-pub fn save_tokens(user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
-    write_tokens(
-        "INSERT INTO procore_sync_credentials AS c
-             (user_id, access_token, refresh_token, expires_at)
-         VALUES ($1::uuid, $2, $3, to_timestamp($4))
-         ON CONFLICT (user_id) DO UPDATE
-         SET access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
-             expires_at = EXCLUDED.expires_at, needs_reconnect = false, reconnect_reason = NULL,
-             refreshed_at = now()",
-        user_id,
-        tokens,
-    )
-}
-
-/// Runs a statement whose $1..$4 are the user and the pair: id, access token, refresh
-/// token, expiry in epoch seconds.
-fn write_tokens(sql: &'static str, user_id: &str, tokens: &TokenPair) -> Result<(), SyncError> {
-    Spi::run_with_args(
-        sql,
-        &[
-            user_id.into(),
-            tokens.access_token.expose().into(),
-            tokens.refresh_token.expose().into(),
-            (tokens.expires_at.timestamp() as f64).into(),
-        ],
-    )?;
-    Ok(())
-}
-
-/// The user must connect again; the queue stops taking them until then.
-pub fn mark_needs_reconnect(user_id: &str, reason: &str) -> Result<(), SyncError> {
-    Spi::run_with_args(
-        "UPDATE procore_sync_credentials SET needs_reconnect = true, reconnect_reason = $2
-         WHERE user_id = $1::uuid",
-        &[user_id.into(), reason.into()],
-    )?;
-    Ok(())
-}
 
 /// Upserts one page; returns how many rows were inserted or changed. A record whose JSON is
 /// unchanged is not rewritten, so a second sync of the same data changes nothing.
@@ -240,13 +131,15 @@ pub fn record_progress(p: &Progress) -> Result<(), SyncError> {
 pub fn save_rate_limit(queue_id: i64, rate_limit: &RateLimit) -> Result<(), SyncError> {
     Spi::run_with_args(
         "UPDATE procore_sync_queue
-         SET rate_limit_remaining = $2, rate_limit_limit = $3, rate_limit_reset_at = to_timestamp($4)
+         SET rate_limit_remaining = $2, rate_limit_limit = $3, rate_limit_reset_at = $4
          WHERE id = $1",
         &[
             queue_id.into(),
             (rate_limit.remaining.min(i32::MAX as u32) as i32).into(),
             (rate_limit.limit.min(i32::MAX as u32) as i32).into(),
-            (rate_limit.reset_at as f64).into(),
+            DateTime::from_timestamp(rate_limit.reset_at, 0)
+                .map(timestamps::to_sql)
+                .into(),
         ],
     )?;
     Ok(())
@@ -263,9 +156,7 @@ pub fn cursor(
 ) -> Result<Option<CursorTimes>, SyncError> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT extract(epoch FROM last_synced_at)::float8,
-                    extract(epoch FROM last_full_sync_at)::float8,
-                    extract(epoch FROM listed_at)::float8
+            "SELECT last_synced_at, last_full_sync_at, listed_at
              FROM procore_sync_cursor
              WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
             Some(1),
@@ -279,7 +170,7 @@ pub fn cursor(
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let at = |v: Option<f64>| v.and_then(|e| Utc.timestamp_opt(e as i64, 0).single());
+        let at = |v: Option<TimestampWithTimeZone>| v.and_then(timestamps::from_sql);
         Ok(Some(CursorTimes {
             last_synced: at(row.get(1)?),
             last_full: at(row.get(2)?),
@@ -306,8 +197,8 @@ pub fn save_cursor(
              (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at,
               last_error, listed_at)
          VALUES ($1::uuid, $2, $3, $4,
-                 CASE WHEN $7::text IS NULL THEN to_timestamp($5) END,
-                 CASE WHEN $6 AND $7::text IS NULL THEN to_timestamp($5) END, $7,
+                 CASE WHEN $7::text IS NULL THEN $5::timestamptz END,
+                 CASE WHEN $6 AND $7::text IS NULL THEN $5::timestamptz END, $7,
                  CASE WHEN $7::text IS NULL THEN clock_timestamp() END)
          ON CONFLICT (user_id, resource, company_id, project_id) DO UPDATE
          SET last_synced_at = coalesce(EXCLUDED.last_synced_at, c.last_synced_at),
@@ -319,7 +210,7 @@ pub fn save_cursor(
             resource.into(),
             company_id.into(),
             project_id.into(),
-            (window_end.timestamp() as f64).into(),
+            timestamps::to_sql(window_end).into(),
             full_pass.into(),
             error.into(),
         ],
