@@ -85,7 +85,11 @@ fn violations() -> Vec<String> {
     let src = src_dir();
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    assert!(files.len() > 10, "found only {} source files under {src:?}", files.len());
+    assert!(
+        files.len() > 10,
+        "found only {} source files under {src:?}",
+        files.len()
+    );
     let mut found = Vec::new();
     for file in files {
         let relative = file.strip_prefix(&src).expect("under src").to_path_buf();
@@ -132,7 +136,10 @@ fn every_sql_function_lives_in_the_api_layer() {
         })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(outside.is_empty(), "#[pg_extern] outside src/api: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "#[pg_extern] outside src/api: {outside:?}"
+    );
 }
 
 #[test]

@@ -1041,17 +1041,17 @@ fn every_sql_statement_in_the_extension_is_parameterised() {
     }
     let allowed = [
         "worker/job_runner.rs: client.update(command",
-        "store.rs: client.update(sql",
-        "store.rs: Spi::run_with_args(sql",
+        "data/credentials.rs: client.update(sql",
+        "data/credentials.rs: Spi::run_with_args(sql",
         // Two variants of one statement each, chosen at run time: constants that
         // `macro_rules!` with `$part:literal` builds by `concat!`, so only literals fit.
-        "visibility.rs: plans::get_two_kept::<sql",
-        "visibility.rs: Spi::get_one_with_args::<sql",
+        "data/visibility.rs: plans::get_two_kept::<sql",
+        "data/visibility.rs: Spi::get_one_with_args::<sql",
         // Kept plans run the caller's statement, a `&'static str`: the calls above are
         // checked to pass literals (or the two `concat!` constants).
-        "plans.rs: client.update(&kept[sql]",
+        "data/plans.rs: client.update(&kept[sql]",
         // The page upsert, a literal in procore_sync_core::statements shared with the bench.
-        "store.rs: plans::get_one_kept::<UPSERT_PAGE",
+        "data/store.rs: plans::get_one_kept::<UPSERT_PAGE",
     ];
     for call in &dynamic_calls {
         if !allowed.iter().any(|a| call == a) {
@@ -1064,7 +1064,8 @@ fn every_sql_statement_in_the_extension_is_parameterised() {
         problems.join("\n")
     );
     // The one non-literal credentials query is built from constants only.
-    let store = std::fs::read_to_string(src.join("store.rs")).expect("store.rs");
+    let store =
+        std::fs::read_to_string(src.join("data/credentials.rs")).expect("data/credentials.rs");
     assert!(store.contains("read_credentials(SELECT_CREDENTIALS, user_id)"));
     assert!(
         store.contains("read_credentials(&format!(\"{SELECT_CREDENTIALS} FOR UPDATE\"), user_id)")
