@@ -1,7 +1,13 @@
 //! Fault rules: misbehaviour injected into `/rest/` and `/oauth/token` responses, the
-//! way proxies, overloaded servers and flaky networks misbehave in production.
+//! way proxies, overloaded servers and flaky networks misbehave in production; and the
+//! byte-level writing every faulty response comes down to (`Wire`, `write_wire`), which
+//! the scripted server (`crate::scripted`) uses for the client's own tests.
+//!
+//! The writing is by hand on purpose: no HTTP library stops a response where a fault
+//! says (after the head, part-way through a body, before the first byte).
 
 use std::io::{self, Write};
+use std::thread;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -161,6 +167,105 @@ pub fn effect(rule: &FaultRule) -> Effect {
     }
 }
 
+/// A response's bytes as they reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// The head announcing the body's length, then, `pause` later, the body.
+    Whole { pause: Duration },
+    /// The head announcing `declared` bytes, then the (shorter) body; the connection closes.
+    Truncated { declared: u64 },
+    /// Not a byte: the connection closes.
+    Drop,
+    /// The head, then a JSON array of exactly `bytes` bytes streamed: announced with its
+    /// Content-Length or, when `chunked`, in chunks with no length announced.
+    Huge { bytes: u64, chunked: bool },
+}
+
+impl Wire {
+    /// Whether a connection can carry another request after this response.
+    pub fn keeps_connection(self) -> bool {
+        matches!(self, Wire::Whole { .. } | Wire::Huge { .. })
+    }
+}
+
+/// Writes `response` the way `wire` says; `close` announces `Connection: close`.
+pub fn write_wire<W: Write>(
+    out: &mut W,
+    response: &Response,
+    wire: Wire,
+    close: bool,
+) -> io::Result<()> {
+    let body = &response.body;
+    match wire {
+        Wire::Drop => Ok(()),
+        Wire::Whole { pause } if pause.is_zero() => {
+            let mut bytes = response.head_bytes(body.len() as u64, close);
+            bytes.extend_from_slice(body);
+            out.write_all(&bytes)?;
+            out.flush()
+        }
+        Wire::Whole { pause } => {
+            out.write_all(&response.head_bytes(body.len() as u64, close))?;
+            out.flush()?;
+            thread::sleep(pause);
+            out.write_all(body)?;
+            out.flush()
+        }
+        Wire::Truncated { declared } => {
+            let mut bytes = response.head_bytes(declared, true);
+            bytes.extend_from_slice(body);
+            out.write_all(&bytes)?;
+            out.flush()
+        }
+        Wire::Huge {
+            bytes,
+            chunked: false,
+        } => {
+            out.write_all(&response.head_bytes(bytes, close))?;
+            write_huge(out, bytes)
+        }
+        Wire::Huge {
+            bytes,
+            chunked: true,
+        } => {
+            out.write_all(&response.chunked_head_bytes(close))?;
+            let mut chunks = Chunked(out);
+            write_huge(&mut chunks, bytes)?;
+            chunks.finish()
+        }
+    }
+}
+
+/// `Transfer-Encoding: chunked` framing, by hand like the rest of the fault writing:
+/// each write goes out as its own chunk, so an endless body stops wherever its writer
+/// does (the client hanging up), with nothing held back in a buffer.
+struct Chunked<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Chunked<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.0
+            .write_all(format!("{:x}\r\n", buf.len()).as_bytes())?;
+        self.0.write_all(buf)?;
+        self.0.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> Chunked<'_, W> {
+    /// The last, empty chunk.
+    fn finish(self) -> io::Result<()> {
+        self.0.write_all(b"0\r\n\r\n")?;
+        self.0.flush()
+    }
+}
+
 const HUGE_ITEM: &[u8] = br#"{"id":1,"name":"huge response padding padding padding padding"}"#;
 const CHUNK: usize = 64 * 1024;
 
@@ -251,6 +356,86 @@ mod tests {
         assert!(rule(r#"{"kind":"status","status":999}"#)
             .validate()
             .is_err());
+    }
+
+    fn wire(response: &Response, wire: Wire) -> String {
+        let mut out = Vec::new();
+        write_wire(&mut out, response, wire, false).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn wires_cut_the_bytes_where_they_say() {
+        let response = Response::new(200, "text/plain", b"0123456789".to_vec());
+        let whole = wire(
+            &response,
+            Wire::Whole {
+                pause: Duration::ZERO,
+            },
+        );
+        assert!(whole.starts_with("HTTP/1.1 200 OK\r\n"), "{whole}");
+        assert!(whole.contains("Content-Length: 10\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(whole.ends_with("\r\n\r\n0123456789"), "{whole}");
+        assert_eq!(
+            wire(
+                &response,
+                Wire::Whole {
+                    pause: Duration::from_millis(1)
+                }
+            ),
+            whole
+        );
+
+        let cut = wire(&response, Wire::Truncated { declared: 100 });
+        assert!(
+            cut.contains("Content-Length: 100\r\nConnection: close\r\n"),
+            "{cut}"
+        );
+        assert!(cut.ends_with("\r\n\r\n0123456789"), "{cut}");
+        assert_eq!(wire(&response, Wire::Drop), "");
+        assert!(!Wire::Drop.keeps_connection());
+        assert!(!Wire::Truncated { declared: 1 }.keeps_connection());
+    }
+
+    #[test]
+    fn huge_bodies_go_out_declared_or_in_chunks() {
+        let empty = Response::new(200, "application/json", Vec::new());
+        let declared = wire(
+            &empty,
+            Wire::Huge {
+                bytes: 1000,
+                chunked: false,
+            },
+        );
+        let (head, body) = declared.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Content-Length: 1000"), "{head}");
+        assert_eq!(body.len(), 1000);
+
+        let chunked = wire(
+            &empty,
+            Wire::Huge {
+                bytes: 200_001,
+                chunked: true,
+            },
+        );
+        let (head, mut rest) = chunked.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        let mut body = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            body.push_str(&after[..size]);
+            rest = after[size..].strip_prefix("\r\n").unwrap();
+            if size == 0 {
+                break;
+            }
+        }
+        assert_eq!(rest, "");
+        assert_eq!(body.len(), 200_001);
+        assert!(serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .is_array());
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Hand-written HTTP/1.1: request heads and Content-Length bodies in, whole responses out.
+//! Hand-written HTTP/1.1: request heads and Content-Length bodies in, response heads out
+//! (the bodies go out through `faults::write_wire`).
 //!
 //! Written by hand rather than with a server library so the fault injector can stop
 //! anywhere in a response (after the headers, half-way through the body, before a byte).
+//! Query strings, forms and percent-escapes are no part of that: rust-url's crates do them.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rustls::{ServerConnection, StreamOwned};
 
 /// Beyond this a request head is abuse, not a client we are meant to imitate.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -181,6 +185,72 @@ pub fn read_body<R: Read>(reader: &mut R, length: usize) -> Result<Vec<u8>, Read
     Ok(body)
 }
 
+/// A connection requests are read from and responses written to, plain or TLS.
+pub trait Transport: Read + Write {
+    /// `graceful` ends TLS with close_notify; otherwise the peer sees the stream cut.
+    fn close(&mut self, graceful: bool);
+}
+
+impl Transport for TcpStream {
+    fn close(&mut self, graceful: bool) {
+        let _ = self.flush();
+        let _ = self.shutdown(if graceful {
+            Shutdown::Write
+        } else {
+            Shutdown::Both
+        });
+    }
+}
+
+impl Transport for StreamOwned<ServerConnection, TcpStream> {
+    fn close(&mut self, graceful: bool) {
+        if graceful {
+            self.conn.send_close_notify();
+            let _ = self.conn.complete_io(&mut self.sock);
+        }
+        let _ = self.sock.shutdown(if graceful {
+            Shutdown::Write
+        } else {
+            Shutdown::Both
+        });
+    }
+}
+
+/// The next whole request on a connection: head, `100 Continue` when the client waits
+/// for it, body. A request refused on the way is answered here and the connection
+/// closed; `None` means the connection is done.
+pub fn next_request<T: Transport>(reader: &mut BufReader<T>) -> Option<Request> {
+    let result = (|| {
+        let mut request = read_head(reader)?;
+        let length = body_length(&request)?;
+        if length > 0 && request.expects_continue() {
+            let conn = reader.get_mut();
+            conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            conn.flush()?;
+        }
+        request.body = read_body(reader, length)?;
+        Ok(request)
+    })();
+    match result {
+        Ok(request) => Some(request),
+        Err(error) => {
+            refuse(reader.get_mut(), error);
+            None
+        }
+    }
+}
+
+/// Answers a refused request and closes; a connection that merely ended is left be.
+pub fn refuse<T: Transport>(conn: &mut T, error: ReadError) {
+    if let ReadError::Refused(status, message) = error {
+        let response = Response::errors(status, message);
+        let mut bytes = response.head_bytes(response.body.len() as u64, true);
+        bytes.extend_from_slice(&response.body);
+        let _ = conn.write_all(&bytes);
+        conn.close(true);
+    }
+}
+
 fn read_line<R: BufRead>(
     reader: &mut R,
     line: &mut Vec<u8>,
@@ -286,6 +356,15 @@ impl Response {
 
     /// Status line and headers, announcing `content_length` bytes of body.
     pub fn head_bytes(&self, content_length: u64, close: bool) -> Vec<u8> {
+        self.head_framed(&format!("Content-Length: {content_length}\r\n"), close)
+    }
+
+    /// Status line and headers of a body sent in chunks, its length never announced.
+    pub fn chunked_head_bytes(&self, close: bool) -> Vec<u8> {
+        self.head_framed("Transfer-Encoding: chunked\r\n", close)
+    }
+
+    fn head_framed(&self, framing: &str, close: bool) -> Vec<u8> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             head.push_str(name);
@@ -293,7 +372,7 @@ impl Response {
             head.push_str(value);
             head.push_str("\r\n");
         }
-        head.push_str(&format!("Content-Length: {content_length}\r\n"));
+        head.push_str(framing);
         head.push_str(if close {
             "Connection: close\r\n"
         } else {

@@ -13,6 +13,7 @@ mod oauth;
 mod pagination;
 mod rate_limit;
 mod records;
+pub mod scripted;
 mod server;
 mod state;
 mod tls;
