@@ -1,11 +1,11 @@
-//! The client against a local canned-response server.
+//! The client against the stand-in's scripted server: canned replies and byte-level faults.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use procore_standin::scripted::{Body, Recorded, Reply, ScriptedServer};
 
-use super::test_server::{Body, Recorded, Reply, TestServer};
 use super::{Client, ClientConfig, Page, PageRequest, ProcoreError, Secret};
 
 const TOKEN: &str = "tok_abc123XYZ";
@@ -20,7 +20,7 @@ fn config(base: &str) -> ClientConfig {
     c
 }
 
-fn client_for(server: &TestServer) -> Client {
+fn client_for(server: &ScriptedServer) -> Client {
     Client::new(config(&server.url())).expect("client")
 }
 
@@ -36,7 +36,7 @@ fn first<'a>(path: &'a str) -> PageRequest<'a> {
     }
 }
 
-fn list(server: &TestServer, path: &str) -> Result<Page, ProcoreError> {
+fn list(server: &ScriptedServer, path: &str) -> Result<Page, ProcoreError> {
     client_for(server).list_page(&token(), Some(7), first(path))
 }
 
@@ -63,7 +63,7 @@ fn rate_headers(reply: Reply, remaining: u32) -> Reply {
 
 #[test]
 fn sends_bearer_company_accept_and_query() {
-    let server = TestServer::start(|_, _| Reply::json(200, "[]"));
+    let server = ScriptedServer::start(|_, _| Reply::json(200, "[]"));
     let client = client_for(&server);
     let query = vec![super::pagination::updated_at_filter(
         DateTime::from_timestamp(1_767_225_600, 0).expect("time"),
@@ -142,7 +142,7 @@ fn paged(r: &Recorded, base: &str) -> Reply {
 
 #[test]
 fn follows_next_links_to_the_end_on_one_connection() {
-    let server = TestServer::start(paged);
+    let server = ScriptedServer::start(paged);
     let client = client_for(&server);
     let mut page = client
         .list_page(
@@ -186,7 +186,7 @@ fn follows_next_links_to_the_end_on_one_connection() {
 
 #[test]
 fn unpaginated_list_has_no_next() {
-    let server = TestServer::start(|_, _| Reply::json(200, r#"[{"id":1},{"id":2}]"#));
+    let server = ScriptedServer::start(|_, _| Reply::json(200, r#"[{"id":1},{"id":2}]"#));
     let page = list(&server, "/rest/v1.0/companies").expect("page");
     assert_eq!(page.records.len(), 2);
     assert_eq!(page.next_url, None);
@@ -196,7 +196,7 @@ fn unpaginated_list_has_no_next() {
 
 #[test]
 fn relative_next_link_is_resolved() {
-    let server = TestServer::start(|r, _| {
+    let server = ScriptedServer::start(|r, _| {
         if r.query_param("page").as_deref() == Some("2") {
             Reply::json(200, r#"[{"id":2}]"#)
         } else {
@@ -217,7 +217,7 @@ fn relative_next_link_is_resolved() {
 
 #[test]
 fn next_link_to_another_host_is_refused_without_sending() {
-    let server = TestServer::start(|_, _| {
+    let server = ScriptedServer::start(|_, _| {
         Reply::json(200, r#"[{"id":1}]"#).header(
             "Link",
             r#"<http://127.0.0.2:9/rest/v1.0/x?page=2>; rel="next""#,
@@ -249,7 +249,7 @@ fn next_link_to_another_host_is_refused_without_sending() {
 
 #[test]
 fn unauthorized_forbidden_not_found() {
-    let server = TestServer::start(|r, _| match r.path() {
+    let server = ScriptedServer::start(|r, _| match r.path() {
         "/401" => Reply::json(
             401,
             r#"{"error":"invalid_token","error_description":"expired"}"#,
@@ -293,7 +293,7 @@ fn unauthorized_forbidden_not_found() {
 
 #[test]
 fn rate_limited_uses_retry_after_then_reset_then_a_minute() {
-    let server = TestServer::start(|r, _| {
+    let server = ScriptedServer::start(|r, _| {
         let body = "You have surpassed the max number of requests for an hour. Please wait until your limit resets.";
         let reply = Reply::text(429, "text/plain", body);
         match r.path() {
@@ -330,7 +330,7 @@ fn rate_limited_uses_retry_after_then_reset_then_a_minute() {
 
 #[test]
 fn throttled_server_and_client_errors() {
-    let server = TestServer::start(|r, _| match r.path() {
+    let server = ScriptedServer::start(|r, _| match r.path() {
         "/503" => Reply::json(503, r#"{"errors":"busy"}"#),
         "/503-retry" => Reply::json(503, r#"{"errors":"busy"}"#).header("Retry-After", "30"),
         "/500" => Reply::text(500, "text/plain", "Internal Server Error"),
@@ -398,7 +398,7 @@ fn throttled_server_and_client_errors() {
 
 #[test]
 fn error_details_are_short_single_lines_without_secrets() {
-    let server = TestServer::start(|r, _| {
+    let server = ScriptedServer::start(|r, _| {
         let auth = r.header("Authorization").unwrap_or("").to_owned();
         let echo = format!(
             "bad {auth}\r\n\u{1b}[31m secret={SECRET} encoded=cs_s3cr3t%2Fvalue%2B1 {}",
@@ -440,7 +440,7 @@ fn error_details_are_short_single_lines_without_secrets() {
 
 #[test]
 fn bad_bodies_are_bad_responses_naming_the_problem() {
-    let server = TestServer::start(|r, _| match r.path() {
+    let server = ScriptedServer::start(|r, _| match r.path() {
         "/malformed" => Reply::json(200, r#"{"id": 1, "name": "#),
         "/html" => Reply::text(
             200,
@@ -494,7 +494,8 @@ fn bad_bodies_are_bad_responses_naming_the_problem() {
 
 #[test]
 fn declared_oversized_body_is_refused_without_reading_it() {
-    let server = TestServer::start(|_, _| Reply::new(200, Body::HugeDeclared(200 * 1024 * 1024)));
+    let server =
+        ScriptedServer::start(|_, _| Reply::new(200, Body::HugeDeclared(200 * 1024 * 1024)));
     let mut cfg = config(&server.url());
     cfg.max_response_bytes = 1024 * 1024;
     let client = Client::new(cfg).expect("client");
@@ -511,7 +512,7 @@ fn declared_oversized_body_is_refused_without_reading_it() {
 #[test]
 fn undeclared_oversized_body_is_cut_off_while_streaming() {
     let total = 200 * 1024 * 1024;
-    let server = TestServer::start(move |_, _| Reply::new(200, Body::HugeChunked(total)));
+    let server = ScriptedServer::start(move |_, _| Reply::new(200, Body::HugeChunked(total)));
     let mut cfg = config(&server.url());
     cfg.max_response_bytes = 1024 * 1024;
     let client = Client::new(cfg).expect("client");
@@ -535,7 +536,7 @@ fn undeclared_oversized_body_is_cut_off_while_streaming() {
 fn body_exactly_at_the_limit_is_accepted() {
     let body = format!("[{}]", r#"{"id":1}"#);
     let len = body.len() as u64;
-    let server = TestServer::start(move |_, _| Reply::json(200, &body));
+    let server = ScriptedServer::start(move |_, _| Reply::json(200, &body));
     let mut cfg = config(&server.url());
     cfg.max_response_bytes = len;
     let page = Client::new(cfg)
@@ -549,7 +550,7 @@ fn body_exactly_at_the_limit_is_accepted() {
 
 #[test]
 fn stalled_server_times_out() {
-    let server = TestServer::start(|r, _| match r.path() {
+    let server = ScriptedServer::start(|r, _| match r.path() {
         "/stall-body" => Reply::new(
             200,
             Body::StallMidway(Duration::from_secs(3), b"[]".to_vec()),
@@ -591,7 +592,7 @@ fn refused_and_dropped_connections() {
     assert!(err.is_retryable());
     assert_clean(&err);
 
-    let server = TestServer::start(|_, _| Reply::new(200, Body::Drop));
+    let server = ScriptedServer::start(|_, _| Reply::new(200, Body::Drop));
     let err = list(&server, "/x").expect_err("dropped");
     assert!(matches!(err, ProcoreError::Connection(_)), "{err:?}");
     assert_clean(&err);
@@ -676,7 +677,7 @@ fn unreadable_or_empty_ca_file_is_a_config_error() {
 
 #[test]
 fn token_with_line_break_is_refused_before_sending() {
-    let server = TestServer::start(|_, _| Reply::json(200, "[]"));
+    let server = ScriptedServer::start(|_, _| Reply::json(200, "[]"));
     let err = client_for(&server)
         .list_page(&Secret::new("abc\r\nX-Injected: 1"), None, first("/x"))
         .expect_err("refused");
@@ -721,7 +722,7 @@ fn token_endpoint(r: &Recorded, _: &str) -> Reply {
 
 #[test]
 fn refresh_posts_form_and_computes_expiry() {
-    let server = TestServer::start(token_endpoint);
+    let server = ScriptedServer::start(token_endpoint);
     let client = client_for(&server);
     let pair = client
         .refresh_token(&Secret::new(REFRESH))
@@ -748,7 +749,7 @@ fn refresh_posts_form_and_computes_expiry() {
 
 #[test]
 fn exchange_code_and_revoke() {
-    let server = TestServer::start(token_endpoint);
+    let server = ScriptedServer::start(token_endpoint);
     let client = client_for(&server);
     let pair = client
         .exchange_code(&Secret::new("code-1"), "https://app.example.com/callback")
@@ -777,7 +778,7 @@ fn exchange_code_and_revoke() {
 
 #[test]
 fn invalid_grant_on_400_and_401_is_sanitised() {
-    let server = TestServer::start(token_endpoint);
+    let server = ScriptedServer::start(token_endpoint);
     let client = client_for(&server);
     for used in [
         Secret::new("rt_used_400_refresh987"),
@@ -802,7 +803,7 @@ fn invalid_grant_on_400_and_401_is_sanitised() {
 
 #[test]
 fn invalid_client_from_token_endpoint() {
-    let server = TestServer::start(token_endpoint);
+    let server = ScriptedServer::start(token_endpoint);
     let mut cfg = config(&server.url());
     cfg.client_secret = Secret::new("wrong");
     let err = Client::new(cfg)
@@ -815,7 +816,7 @@ fn invalid_client_from_token_endpoint() {
 
 #[test]
 fn token_endpoint_outages_are_retryable_and_garbage_is_not() {
-    let server = TestServer::start(|r, _| match r.form_param("refresh_token").as_deref() {
+    let server = ScriptedServer::start(|r, _| match r.form_param("refresh_token").as_deref() {
         Some("busy") => Reply::json(503, r#"{"errors":"busy"}"#),
         Some("html") => Reply::text(502, "text/html", "<h1>502 Bad Gateway</h1>"),
         Some("bad-json") => Reply::json(200, r#"{"access_token":"#),
@@ -851,10 +852,7 @@ fn token_endpoint_outages_are_retryable_and_garbage_is_not() {
 // ---- TLS ----
 
 mod tls {
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::TcpListener;
     use std::sync::Arc;
-    use std::thread;
 
     use super::*;
 
@@ -909,39 +907,7 @@ xbTzklvW7WjKeSbSEs1HujTj9siPzcVo2lLOWyWw01uHGEPaTPYk0H8Z\n\
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("server config");
-        let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let config = Arc::clone(&config);
-                thread::spawn(move || {
-                    let Ok(conn) = rustls::ServerConnection::new(config) else {
-                        return;
-                    };
-                    let mut tls = rustls::StreamOwned::new(conn, stream);
-                    let mut reader = BufReader::new(&mut tls);
-                    loop {
-                        let mut line = String::new();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let body = r#"[{"id":1}]"#;
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tls.write_all(reply.as_bytes());
-                    let _ = tls.flush();
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
-                });
-            }
-        });
-        format!("https://127.0.0.1:{}", addr.port())
+        ScriptedServer::start_tls(Arc::new(config), |_, _| Reply::json(200, r#"[{"id":1}]"#)).url()
     }
 
     #[test]
