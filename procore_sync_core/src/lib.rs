@@ -13,3 +13,4 @@ pub mod token_journal;
 pub mod walk;
 #[cfg(test)]
 mod walk_tests;
+pub mod webhooks;

@@ -1,0 +1,14 @@
+//! Procore webhooks without Postgres: reading a delivery, checking its `Authorization`,
+//! mapping Procore's resource names to the catalog's, and turning a batch of events into
+//! the fewest record fetches.
+//!
+//! Procore delivers each event at least once (duplicates, even with equal timestamps, and
+//! no ordering promise), retries a failing endpoint for up to 12 hours and pauses *every*
+//! delivery to that endpoint while one fails. So the receiver records what it was sent and
+//! answers 2xx quickly, even for a payload it cannot read (a [`PayloadError`] is permanent:
+//! the same bytes would come back, and meanwhile nothing else would be delivered). Webhooks
+//! are a best-effort signal: the periodic sync stays the source of completeness.
+
+mod event;
+
+pub use event::{Event, EventKind, PayloadError, MAX_PAYLOAD_BYTES};
