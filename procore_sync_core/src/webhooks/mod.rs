@@ -10,5 +10,9 @@
 //! are a best-effort signal: the periodic sync stays the source of completeness.
 
 mod event;
+mod resources;
 
 pub use event::{Event, EventKind, PayloadError, MAX_PAYLOAD_BYTES};
+pub use resources::{
+    catalog_resource_for, record_path, triggers_for, WebhookResource, WEBHOOK_RESOURCES,
+};
