@@ -9,9 +9,13 @@
 //! the same bytes would come back, and meanwhile nothing else would be delivered). Webhooks
 //! are a best-effort signal: the periodic sync stays the source of completeness.
 
+mod authorization;
 mod event;
 mod resources;
 
+pub use authorization::{
+    authorization_matches, check_authorization_secret, new_authorization_secret,
+};
 pub use event::{Event, EventKind, PayloadError, MAX_PAYLOAD_BYTES};
 pub use resources::{
     catalog_resource_for, record_path, triggers_for, WebhookResource, WEBHOOK_RESOURCES,
