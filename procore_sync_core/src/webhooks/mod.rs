@@ -6,12 +6,14 @@
 //! no ordering promise), retries a failing endpoint for up to 12 hours and pauses *every*
 //! delivery to that endpoint while one fails. So the receiver records what it was sent and
 //! answers 2xx quickly, even for a payload it cannot read (a [`PayloadError`] is permanent:
-//! the same bytes would come back, and meanwhile nothing else would be delivered). Webhooks
-//! are a best-effort signal: the periodic sync stays the source of completeness.
+//! the same bytes would come back, and meanwhile nothing else would be delivered); the real
+//! work happens later, batch by batch, through [`plan_work`]. Webhooks are a best-effort
+//! signal: the periodic sync stays the source of completeness.
 
 mod authorization;
 mod event;
 mod resources;
+mod work;
 
 pub use authorization::{
     authorization_matches, check_authorization_secret, new_authorization_secret,
@@ -20,3 +22,4 @@ pub use event::{Event, EventKind, PayloadError, MAX_PAYLOAD_BYTES};
 pub use resources::{
     catalog_resource_for, record_path, triggers_for, WebhookResource, WEBHOOK_RESOURCES,
 };
+pub use work::{plan_work, Plan, RecordRef, Work, WorkItem};
