@@ -300,6 +300,83 @@ impl Client {
         self.read_success_body(response, &all_secrets)
     }
 
+    /// One API call that is not a list page (webhook setup, one record): `method` on `path`
+    /// (which may carry its own query string) with an optional JSON body, and the rate-limit
+    /// headers of whatever answered. `Ok(None)` is an empty 2xx body (a 204). `extra_secrets`
+    /// are scrubbed from error messages besides the token: Procore's validation errors can
+    /// echo the request body.
+    pub(crate) fn call_api_json(
+        &self,
+        access_token: &Secret,
+        company_id: Option<i64>,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        extra_secrets: &[&str],
+    ) -> (
+        Result<Option<serde_json::Value>, ProcoreError>,
+        Option<RateLimit>,
+    ) {
+        let mut rate_limit = None;
+        let mut secrets = vec![access_token.expose(), self.client_secret.expose()];
+        secrets.extend_from_slice(extra_secrets);
+        let secrets = secrets.as_slice();
+        let mut send = || -> Result<Option<serde_json::Value>, ProcoreError> {
+            let url = self.first_page_url(path, &[], None)?;
+            check_header_value("access token", access_token.expose())?;
+            let mut request = self
+                .agent
+                .request_url(method, &url)
+                .set(
+                    "Authorization",
+                    &format!("Bearer {}", access_token.expose()),
+                )
+                .set("Accept", "application/json");
+            if let Some(company_id) = company_id {
+                request = request.set("Procore-Company-Id", &company_id.to_string());
+            }
+            let sent = match body {
+                Some(body) => request.send_json(body),
+                None => request.call(),
+            };
+            let response = match sent {
+                Ok(response) => response,
+                Err(ureq::Error::Status(status, response)) => {
+                    rate_limit = rate_limit_of(&response);
+                    return Err(self.status_error(Endpoint::Api, status, response, secrets));
+                }
+                Err(ureq::Error::Transport(transport)) => {
+                    return Err(transport_error(&transport, secrets))
+                }
+            };
+            rate_limit = rate_limit_of(&response);
+            let status = response.status();
+            if !(200..300).contains(&status) {
+                return Err(self.status_error(Endpoint::Api, status, response, secrets));
+            }
+            let content_type = content_type_of(&response);
+            let body = self.read_success_body(response, secrets)?;
+            let text = String::from_utf8_lossy(&body);
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            if looks_like_html(&content_type, &text) {
+                let excerpt = sanitize::one_line(&sanitize::html_text(&text), secrets, 150);
+                return Err(ProcoreError::BadResponse(format!(
+                    "HTML page instead of JSON (content-type: {content_type}): {excerpt}"
+                )));
+            }
+            serde_json::from_slice(&body).map(Some).map_err(|e| {
+                ProcoreError::BadResponse(format!(
+                    "malformed JSON (content-type: {content_type}, {} bytes): {e}",
+                    body.len()
+                ))
+            })
+        };
+        let result = send();
+        (result, rate_limit)
+    }
+
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }

@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod oauth;
 pub mod pagination;
