@@ -12,6 +12,7 @@ use crate::faults::FaultRule;
 use crate::http::{param, Request, Response};
 use crate::records::{Mutation, MutationError};
 use crate::state::{Shared, State};
+use crate::webhooks::{self, Change, EventType};
 use crate::world::{Resource, World};
 
 pub fn handle(shared: &Shared, req: &Request) -> Response {
@@ -19,6 +20,12 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         .path
         .trim_start_matches("/__admin/")
         .trim_end_matches('/');
+    if ["webhooks", "captures"]
+        .iter()
+        .any(|r| route == *r || route.starts_with(&format!("{r}/")))
+    {
+        return webhooks::handle_admin(shared, req, route);
+    }
     let result = match (req.method.as_str(), route) {
         ("GET", "health") => Ok(json!({ "ok": true })),
         ("GET", "world") => Ok(json!(shared.lock().world)),
@@ -159,9 +166,13 @@ struct MutateBody {
     project_id: Option<u64>,
     #[serde(default)]
     id: Option<u64>,
-    /// Owner of an added company (companies are scoped to a user, not a company).
+    /// Owner of an added company (companies are scoped to a user, not a company); for
+    /// webhook events, the user who made the change (default: the company's owner).
     #[serde(default)]
     login: Option<String>,
+    /// `metadata.source_application_id` of the webhook event, as if an app made it.
+    #[serde(default)]
+    source_application_id: Option<String>,
 }
 
 fn mutate(shared: &Shared, req: &Request) -> AdminResult {
@@ -172,6 +183,16 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
     let mut state = shared.lock();
     let state = &mut *state;
     let not_found = |what: String| (404, format!("{what} not found"));
+    // Checked before anything changes, so a refused call leaves no trace.
+    let acting_user = match body.login.as_deref() {
+        Some(login) if resource != Resource::Companies || body.action != "add" => Some(
+            state
+                .world
+                .user_number(login)
+                .ok_or_else(|| (400, format!("login {login:?} is not a user of this world")))?,
+        ),
+        _ => None,
+    };
 
     let id = if body.action == "add" {
         let scope = match resource.parent() {
@@ -232,6 +253,23 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
             .map_err(|MutationError::NotFound| not_found(format!("{} {id}", resource.name())))?;
         id
     };
+    let event_type = match body.action.as_str() {
+        "add" => EventType::Create,
+        "delete" => EventType::Delete,
+        _ => EventType::Update,
+    };
+    let user_id =
+        acting_user.unwrap_or_else(|| Resource::Companies.split_id(resource.company_of(id)).0);
+    let event = state.webhooks.publish(Change {
+        resource,
+        id,
+        event_type,
+        user_id,
+        source_application_id: body.source_application_id,
+    });
+    if event.is_some() {
+        shared.notify();
+    }
     let data = state.data();
     Ok(json!({
         "ok": true,
@@ -242,6 +280,7 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
         "id": id,
         "updated_at": iso(data.updated_at(resource, id)),
         "deleted": data.is_deleted(resource, id),
+        "event_id": event.map(|e| e.id),
     }))
 }
 

@@ -241,7 +241,7 @@ fn list_inner(
     ))
 }
 
-fn check_company_header(header: Option<&str>, company: u64) -> Result<(), String> {
+pub(crate) fn check_company_header(header: Option<&str>, company: u64) -> Result<(), String> {
     match header {
         None => Err("The Procore-Company-Id header is required".to_string()),
         Some(value) if value.trim().parse::<u64>() == Ok(company) => Ok(()),

@@ -18,6 +18,7 @@ mod server;
 mod state;
 mod tls;
 mod tokens;
+mod webhooks;
 mod world;
 
 pub use server::{start, Options, Running};

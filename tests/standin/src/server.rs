@@ -19,7 +19,7 @@ use crate::oauth;
 use crate::rate_limit::{RateLimiter, LIMIT_MESSAGE};
 use crate::state::{LogEntry, ServedKey, Shared, State};
 use crate::world::{Resource, World};
-use crate::{admin, tls};
+use crate::{admin, tls, webhooks};
 
 /// Pooled client connections sit idle between syncs; past this they are let go.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -64,6 +64,7 @@ pub fn start(options: Options) -> io::Result<Running> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared::new(options.world, scheme, addr));
+    webhooks::spawn(Arc::clone(&shared))?;
     thread::Builder::new()
         .name("standin-accept".to_string())
         .spawn(move || accept_loop(listener, shared, tls))?;
@@ -229,6 +230,10 @@ fn handle(shared: &Shared, req: &Request) -> Outcome {
     if req.path.starts_with("/oauth/") {
         return oauth_request(shared, req);
     }
+    // A test's own receiver, not part of Procore: kept out of the log and the stats.
+    if req.path.starts_with("/__capture/") {
+        return Outcome::new(webhooks::capture(shared, req), false);
+    }
     Outcome::new(
         Response::errors(404, &format!("No route matches {}", req.path)),
         true,
@@ -331,6 +336,13 @@ fn api_request(shared: &Shared, req: &Request) -> Outcome {
             )
             .with_headers(rate_headers),
         );
+        return outcome;
+    }
+    if webhooks::is_api_path(&req.path) {
+        let answer = webhooks::handle_api(state, user, req, &pairs);
+        outcome.company_id = answer.company_id;
+        outcome.project_id = answer.project_id;
+        outcome.respond(answer.response.with_headers(rate_headers));
         return outcome;
     }
     let route = match routed {

@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -11,6 +12,7 @@ use crate::faults::FaultRule;
 use crate::rate_limit::{Limits, RateLimiter};
 use crate::records::{Data, Overrides};
 use crate::tokens::Tokens;
+use crate::webhooks::Webhooks;
 use crate::world::{Resource, World};
 
 /// A record served in a complete 200 response: (resource, company_id, id).
@@ -54,6 +56,7 @@ pub struct State {
     pub log: Vec<LogEntry>,
     pub next_seq: u64,
     pub served: HashSet<ServedKey>,
+    pub webhooks: Webhooks,
 }
 
 impl State {
@@ -119,6 +122,8 @@ impl State {
 /// State shared by every connection thread.
 pub struct Shared {
     state: Mutex<State>,
+    /// Wakes the webhook delivery thread, which waits on `state`'s mutex.
+    changed: Condvar,
     pub scheme: &'static str,
     pub local_addr: SocketAddr,
 }
@@ -127,6 +132,7 @@ impl Shared {
     pub fn new(world: World, scheme: &'static str, local_addr: SocketAddr) -> Shared {
         Shared {
             state: Mutex::new(State::new(world)),
+            changed: Condvar::new(),
             scheme,
             local_addr,
         }
@@ -138,5 +144,22 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Releases the lock until `notify` or the timeout, then takes it again.
+    pub fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        match self.changed.wait_timeout(guard, timeout) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    /// Something the delivery thread waits for happened (an event, a result, a config).
+    pub fn notify(&self) {
+        self.changed.notify_all();
     }
 }
