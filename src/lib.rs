@@ -35,7 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     // The scheduler can only be registered while the postmaster loads preloaded libraries;
     // a library loaded later by a backend still offers every SQL function.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        worker::wakeup::request_shared_memory();
+        sync::wakeup::request_shared_memory();
         worker::scheduler::register();
     }
 }

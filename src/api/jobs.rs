@@ -3,10 +3,13 @@
 //! (security definer); the data layer checks the calling role, so a role manages its own
 //! jobs and nobody else's.
 
+use std::convert::Infallible;
+
 use pgrx::prelude::*;
 
 use crate::data::jobs;
 use crate::errors::{required, OrRaise};
+use crate::sync::wakeup;
 
 /// Creates a job, or changes the schedule and command of the caller's job of that name.
 #[pg_extern(volatile, security_definer)]
@@ -88,4 +91,13 @@ fn procore_sync_alter_job(
         active,
     )
     .or_raise()
+}
+
+/// Trigger on `procore_sync_job`: the scheduler re-reads the jobs once the change commits.
+#[pg_trigger]
+fn procore_sync_job_changed<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    wakeup::wake_scheduler_for_jobs_at_commit();
+    Ok(None)
 }

@@ -5,3 +5,4 @@
 pub mod flight;
 pub mod launch;
 pub mod user;
+pub mod wakeup;

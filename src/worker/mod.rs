@@ -5,4 +5,3 @@
 pub mod job_runner;
 pub mod scheduler;
 pub mod sync_worker;
-pub mod wakeup;

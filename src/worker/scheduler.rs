@@ -15,7 +15,8 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
-use super::{job_runner, wakeup};
+use super::job_runner;
+use crate::sync::wakeup;
 use crate::data::credentials;
 use crate::data::installed::{self, Installed, LIBRARY_VERSION};
 use crate::data::jobs::{self, Job};

@@ -1,8 +1,8 @@
 //! Waking the scheduler when the job table changes, so it can sleep until its next due run
-//! instead of re-reading the table every second. Its pid lives in shared memory, which only
-//! exists when the library is preloaded; without the preload there is nobody to wake.
+//! instead of re-reading the table every second, and when a webhook event arrives, so a
+//! sync worker handles it at once. Its pid lives in shared memory, which only exists when
+//! the library is preloaded; without the preload there is nobody to wake.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
@@ -42,13 +42,12 @@ pub fn job_changes() -> u64 {
     }
 }
 
-/// Counts the change and sets the scheduler's latch, if it runs. A stale pid finds no process, or at worst wakes
+/// Sets the scheduler's latch, if it runs. A stale pid finds no process, or at worst wakes
 /// an unrelated backend for nothing.
 fn wake_scheduler() {
     if !SHARED_MEMORY.load(Ordering::Relaxed) {
         return;
     }
-    JOB_CHANGES.get().fetch_add(1, Ordering::SeqCst);
     let pid = SCHEDULER_PID.get().load(Ordering::Relaxed);
     if pid == 0 {
         return;
@@ -61,24 +60,41 @@ fn wake_scheduler() {
     }
 }
 
+
 thread_local! {
-    static WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static JOB_WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static INBOX_WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Trigger on `procore_sync_job`: the scheduler re-reads the jobs once the change commits
-/// (before, it would still see the old rows; on rollback there is nothing to see). One
-/// wakeup per transaction, however many rows it changed.
-#[pg_trigger]
-fn procore_sync_job_changed<'a>(
-    _trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
-    if !WAKE_PENDING.get() {
-        WAKE_PENDING.set(true);
-        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, || {
-            WAKE_PENDING.set(false);
-            wake_scheduler();
-        });
-        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_PENDING.set(false));
+/// The scheduler re-reads the jobs once this transaction commits (before, it would still
+/// see the old rows; on rollback there is nothing to see). One wakeup per transaction,
+/// however many rows it changed.
+pub fn wake_scheduler_for_jobs_at_commit() {
+    at_commit(&JOB_WAKE_PENDING, || {
+        if SHARED_MEMORY.load(Ordering::Relaxed) {
+            JOB_CHANGES.get().fetch_add(1, Ordering::SeqCst);
+        }
+        wake_scheduler();
+    });
+}
+
+/// The scheduler makes sure a sync worker takes the webhook events this transaction
+/// recorded, once it commits.
+pub fn wake_scheduler_for_inbox_at_commit() {
+    at_commit(&INBOX_WAKE_PENDING, wake_scheduler);
+}
+
+fn at_commit(
+    pending: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    wake: fn(),
+) {
+    if pending.get() {
+        return;
     }
-    Ok(None)
+    pending.set(true);
+    pgrx::register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        pending.set(false);
+        wake();
+    });
+    pgrx::register_xact_callback(PgXactCallbackEvent::Abort, move || pending.set(false));
 }
