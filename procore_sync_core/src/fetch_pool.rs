@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::procore::{Client, ProcoreError, RateLimit, Secret, TokenPair};
-use crate::records::page_rows;
+use crate::records::{page_rows, RecordRow};
 use crate::token_journal::Journal;
 use crate::walk::{Fetch, FetchedPage};
 
@@ -34,6 +34,13 @@ pub enum Job {
         user_id: String,
         refresh_token: Secret,
     },
+    /// Reads one record's detail endpoint, for a webhook event.
+    Record {
+        work: u64,
+        access_token: Secret,
+        company_id: i64,
+        path: String,
+    },
 }
 
 pub enum Answer {
@@ -49,6 +56,12 @@ pub enum Answer {
         result: Result<TokenPair, ProcoreError>,
         /// Why the new pair could not be journalled, to be logged by the main thread.
         journal_error: Option<String>,
+    },
+    /// The record, or None when Procore has no such record (404).
+    Record {
+        work: u64,
+        result: Result<Option<Vec<RecordRow>>, ProcoreError>,
+        rate_limit: Option<RateLimit>,
     },
 }
 
@@ -171,6 +184,25 @@ fn serve(
                     journal_error,
                 }
             }
+            Job::Record {
+                work,
+                access_token,
+                company_id,
+                path,
+            } => {
+                let (result, rate_limit) = client.fetch_record(&access_token, company_id, &path);
+                let result = result.and_then(|record| {
+                    record
+                        .map(|r| page_rows(vec![r]))
+                        .transpose()
+                        .map_err(|e| ProcoreError::BadResponse(e.to_string()))
+                });
+                Answer::Record {
+                    work,
+                    result,
+                    rate_limit,
+                }
+            }
         };
         if answers.send(answer).is_err() {
             return;
@@ -199,7 +231,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::procore::test_server::{Reply, TestServer};
+    use procore_standin::scripted::{Reply, ScriptedServer as TestServer};
     use crate::procore::ClientConfig;
     use crate::walk::PageAddress;
 

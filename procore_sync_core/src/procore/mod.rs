@@ -22,10 +22,3 @@ pub use http::{Client, ClientConfig, Page, PageRequest};
 pub use oauth::TokenPair;
 pub use rate_limit::RateLimit;
 pub use secret::Secret;
-
-/// The old name of the stand-in's scripted server, kept for `fetch_pool`'s tests until
-/// they import `procore_standin::scripted` themselves.
-#[cfg(test)]
-pub(crate) mod test_server {
-    pub(crate) use procore_standin::scripted::{Reply, ScriptedServer as TestServer};
-}
