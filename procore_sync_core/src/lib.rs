@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod fetch_pool;
+pub mod listener;
 pub mod procore;
 pub mod records;
 pub mod schedule;
