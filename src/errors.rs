@@ -38,6 +38,12 @@ pub enum SyncError {
     },
     #[error("Procore: {0}")]
     Procore(#[from] ProcoreError),
+    /// A webhook delivery whose `Authorization` matches no hook's secret.
+    #[error("{0}")]
+    NotAuthorized(String),
+    /// The webhook inbox holds `procore_sync.webhook_inbox_limit` events already.
+    #[error("{0}")]
+    InboxFull(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,6 +68,8 @@ impl SyncError {
                 ProcoreError::Config(_) => ERRCODE_CONFIG_FILE_ERROR,
                 _ => ERRCODE_CONNECTION_FAILURE,
             },
+            SyncError::NotAuthorized(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            SyncError::InboxFull(_) => ERRCODE_INSUFFICIENT_RESOURCES,
             SyncError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }

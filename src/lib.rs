@@ -25,6 +25,11 @@ extension_sql_file!(
     name = "visibility",
     requires = ["schema"]
 );
+extension_sql_file!(
+    "../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["schema"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[allow(non_snake_case)]
@@ -37,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         sync::wakeup::request_shared_memory();
         worker::scheduler::register();
+        worker::listener::register();
     }
 }
 

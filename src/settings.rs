@@ -30,11 +30,19 @@ pub static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static MAX_RESPONSE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static FULL_SYNC_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 pub static DELETE_ORPHANED_RECORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static HTTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_TLS_CERT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_TLS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static HTTP_MAX_BODY_KB: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static WEBHOOK_INBOX_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+pub static WEBHOOK_SETTLE_MS: GucSetting<i32> = GucSetting::<i32>::new(250);
 
 pub fn register() {
     // A postmaster-level setting can only be defined while libraries are preloaded; loaded
     // later (no preload), there is no scheduler to read it anyway.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        register_listener();
         GucRegistry::define_string_guc(
             c"procore_sync.database_name",
             c"Database the procore_sync scheduler connects to.",
@@ -208,6 +216,105 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    register_webhooks();
+}
+
+/// The built-in HTTP listener's settings: read once, when its worker starts.
+fn register_listener() {
+    GucRegistry::define_string_guc(
+        c"procore_sync.http_listen",
+        c"Address the built-in HTTP listener binds, e.g. 127.0.0.1:8787; empty: no listener.",
+        c"It receives Procore webhooks at POST /procore/webhooks. Changing it needs a restart.",
+        &HTTP_LISTEN,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.http_tls_cert",
+        c"PEM certificate chain for the HTTP listener; with http_tls_key, it serves HTTPS.",
+        c"Without both, it serves plain HTTP, for a TLS-terminating proxy in front.",
+        &HTTP_TLS_CERT,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.http_tls_key",
+        c"PEM private key for the HTTP listener's certificate.",
+        c"",
+        &HTTP_TLS_KEY,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.http_max_connections",
+        c"Connections the HTTP listener holds open at most; more are refused.",
+        c"",
+        &HTTP_MAX_CONNECTIONS,
+        1,
+        10_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.http_max_body",
+        c"Largest request body the HTTP listener reads, in kilobytes; larger ones get 413.",
+        c"",
+        &HTTP_MAX_BODY_KB,
+        1,
+        65_536,
+        GucContext::Postmaster,
+        GucFlags::UNIT_KB,
+    );
+}
+
+/// Settings the webhook receiver and handling read in any session.
+fn register_webhooks() {
+    GucRegistry::define_int_guc(
+        c"procore_sync.webhook_inbox_limit",
+        c"Webhook events waiting to be handled at most; past it, deliveries are refused (503).",
+        c"Procore retries refused deliveries for 12 hours.",
+        &WEBHOOK_INBOX_LIMIT,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.webhook_settle_time",
+        c"How long a webhook event waits for more events of the same record before its fetch.",
+        c"A burst of edits to one record then costs one request.",
+        &WEBHOOK_SETTLE_MS,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
+pub fn http_listen() -> String {
+    string(&HTTP_LISTEN)
+}
+
+/// The certificate and key files, when both are set.
+pub fn http_tls_files() -> Option<(String, String)> {
+    let (cert, key) = (string(&HTTP_TLS_CERT), string(&HTTP_TLS_KEY));
+    (!cert.is_empty() && !key.is_empty()).then_some((cert, key))
+}
+
+pub fn http_max_connections() -> usize {
+    HTTP_MAX_CONNECTIONS.get().max(1) as usize
+}
+
+pub fn http_max_body_bytes() -> usize {
+    HTTP_MAX_BODY_KB.get().max(1) as usize * 1024
+}
+
+pub fn webhook_inbox_limit() -> i64 {
+    i64::from(WEBHOOK_INBOX_LIMIT.get())
+}
+
+pub fn webhook_settle_ms() -> i64 {
+    i64::from(WEBHOOK_SETTLE_MS.get())
 }
 
 fn string(setting: &GucSetting<Option<CString>>) -> String {

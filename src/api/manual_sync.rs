@@ -43,7 +43,7 @@ fn procore_sync_user(
     launch::run_manual_sync(&user).or_raise();
     let session = unsafe { pg_sys::MyProcPid };
     let Some(result) = queue::manual_result(&user, session, asked_at).or_raise() else {
-        report_missing_result(&user)
+        report_missing_result(&user, asked_at)
     };
     let duration = result
         .duration
@@ -58,11 +58,10 @@ fn procore_sync_user(
     ))
 }
 
-/// The worker ended without finishing an item for this session: someone else holds the
-/// user, or it died. Another worker may also have held the user and finished in the
-/// meantime: the user was being synced all the same.
-fn report_missing_result(user: &str) -> ! {
-    match queue::current_holder(user) {
+/// The worker ended without finishing an item for this session: someone else held the
+/// user, or it died.
+fn report_missing_result(user: &str, asked_at: pgrx::datum::TimestampWithTimeZone) -> ! {
+    match queue::recent_holder(user, asked_at) {
         Ok(Some((item, pid))) => SyncError::AlreadySyncing {
             user: user.to_string(),
             item,

@@ -6,3 +6,4 @@ mod credentials;
 mod jobs;
 mod manual_sync;
 mod queue;
+mod webhooks;

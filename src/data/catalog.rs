@@ -38,3 +38,8 @@ pub fn enabled_resources() -> Result<Vec<Resource>, SyncError> {
         Ok(resources)
     })
 }
+
+/// Whether the catalog syncs this resource now.
+pub fn is_enabled(name: &str) -> Result<bool, SyncError> {
+    Ok(enabled_resources()?.iter().any(|r| r.name == name))
+}

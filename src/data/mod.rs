@@ -11,3 +11,4 @@ pub mod store;
 pub mod timestamps;
 pub mod transaction;
 pub mod visibility;
+pub mod webhooks;

@@ -7,6 +7,7 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::timestamps;
+use super::transaction::in_transaction;
 use crate::errors::SyncError;
 use crate::settings;
 
@@ -199,18 +200,29 @@ pub fn manual_result(
     })
 }
 
-/// Who holds the user's item now, or finished it since this transaction began: the
-/// queue item and its worker's pid.
-pub fn current_holder(user_id: &str) -> Result<Option<(i64, i32)>, SyncError> {
-    match Spi::get_two_with_args::<i64, i32>(
+/// Who held the user when a manual sync asked at `asked_at`: the item being synced now, one
+/// that ended shortly before, or a worker that locked the user and has not taken its item. A worker commits an item's end and only then lets go of
+/// the user's lock, so a manual sync can find the user locked by an item already ended;
+/// the margin covers that gap, and this only decides which error the caller gets.
+pub fn recent_holder(
+    user_id: &str,
+    asked_at: TimestampWithTimeZone,
+) -> Result<Option<(i64, i32)>, SyncError> {
+    let item = match Spi::get_two_with_args::<i64, i32>(
         "SELECT id, worker_pid FROM procore_sync_queue
-         WHERE user_id = $1::uuid AND (status = 'processing' OR completed_at >= now())
+         WHERE user_id = $1::uuid
+           AND (status = 'processing' OR completed_at >= $2 - interval '5 seconds')
          ORDER BY id DESC LIMIT 1",
-        &[user_id.into()],
+        &[user_id.into(), asked_at.into()],
     ) {
-        Ok((Some(item), pid)) => Ok(Some((item, pid.unwrap_or(0)))),
-        Ok((None, _)) | Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
-        Err(e) => Err(e.into()),
+        Ok((Some(item), pid)) => Some((item, pid.unwrap_or(0))),
+        Ok((None, _)) | Err(pgrx::spi::Error::InvalidPosition) => None,
+        Err(e) => return Err(e.into()),
+    };
+    // A worker that has locked the user but not yet taken the item shows in pg_locks only.
+    match item {
+        Some(found) => Ok(Some(found)),
+        None => Ok(user_lock_holder(user_id)?.map(|pid| (0, pid))),
     }
 }
 
@@ -350,4 +362,57 @@ pub fn purge_old_rows() -> Result<(), SyncError> {
                            WHERE q.id = p.queue_id AND q.status = 'processing')",
     )?;
     Ok(())
+}
+
+/// Queues one user's sync unless they have an open item: a webhook event found their token
+/// expiring, and a sync refreshes it.
+pub fn enqueue_user(user_id: &str) -> Result<(), SyncError> {
+    Spi::run_with_args(
+        "INSERT INTO procore_sync_queue (user_id) VALUES ($1::uuid)
+         ON CONFLICT (user_id) WHERE status IN ('pending', 'processing') DO NOTHING",
+        &[user_id.into()],
+    )?;
+    Ok(())
+}
+
+/// Advisory-lock class of the per-user locks.
+const USER_LOCK_CLASS: i32 = 0x5053_5553;
+
+/// A session lock on the user for as long as this worker syncs them. Unlike a look at
+/// pg_stat_activity, it cannot be fooled by a worker that started a moment ago, and it goes
+/// away with a worker that dies.
+pub fn lock_user(user_id: &str) -> bool {
+    matches!(
+        in_transaction(|| Spi::get_one_with_args::<bool>(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )
+        .map_err(SyncError::from)),
+        Ok(Some(true))
+    )
+}
+
+pub fn unlock_user(user_id: &str) {
+    let _ = in_transaction(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[USER_LOCK_CLASS.into(), user_id.into()],
+        )
+        .map_err(SyncError::from)
+    });
+}
+
+/// The process holding the user's lock now, if any.
+fn user_lock_holder(user_id: &str) -> Result<Option<i32>, SyncError> {
+    match Spi::get_one_with_args::<i32>(
+        "SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = $1::oid
+           AND objid = hashtext($2)::oid AND objsubid = 2 AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         LIMIT 1",
+        &[(USER_LOCK_CLASS as i64).into(), user_id.into()],
+    ) {
+        Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
+        other => Ok(other?),
+    }
 }

@@ -16,13 +16,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use crate::data::queue::{self, Finish, TakenItem};
+use crate::data::queue::{self, lock_user, unlock_user, Finish, TakenItem};
 use crate::data::transaction::in_transaction;
 use crate::data::{credentials, store};
-use crate::errors::SyncError;
 use crate::procore::{backoff, Client, ClientConfig};
 use crate::settings;
 use crate::sync::user::{self, PgStore, RefreshStart};
+use crate::sync::webhooks::EventWork;
 use procore_sync_core::fetch_pool::{blocking_signals, Answer, FetchPool, Job};
 use procore_sync_core::walk::{Action, SyncFailure, SyncOutcome, UserWalk};
 
@@ -83,6 +83,8 @@ struct Flight {
     share_checked_at: Instant,
     /// The users in flight changed since `pg_stat_activity` last showed them.
     activity_stale: bool,
+    /// Webhook events (pool workers only): one-record fetches beside the users' walks.
+    events: EventWork,
 }
 
 /// Runs until the queue stays empty (`Queue`), the user is done (`Manual`), or shutdown.
@@ -112,12 +114,18 @@ pub fn run(source: Source) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             flight.renew_pool_if_settings_changed();
         }
+        let mut events_taken = 0;
         if !manual {
             flight.take_due_items();
+            events_taken = flight.events.take(&mut flight.pool);
         }
         flight.show_activity();
         // Pages still out for users that ended are dropped when they come; a refresh is not.
-        if flight.users.is_empty() && flight.refreshes_out == 0 {
+        if flight.users.is_empty()
+            && flight.refreshes_out == 0
+            && flight.events.outstanding() == 0
+            && events_taken == 0
+        {
             if manual || idle_since.elapsed() >= IDLE_EXIT {
                 return;
             }
@@ -146,6 +154,7 @@ impl Flight {
             fair_share: 1,
             share_checked_at: Instant::now() - FAIR_SHARE_REFRESH,
             activity_stale: true,
+            events: EventWork::default(),
         })
     }
 
@@ -380,6 +389,11 @@ impl Flight {
                     self.drive(walk);
                 }
             }
+            Answer::Record {
+                work,
+                result,
+                rate_limit,
+            } => self.events.on_answer(work, result, rate_limit),
         }
     }
 
@@ -588,33 +602,6 @@ fn finish_item(
             item.queue_id
         );
     }
-}
-
-/// Advisory-lock class of the per-user locks.
-const USER_LOCK_CLASS: i32 = 0x5053_5553;
-
-/// A session lock on the user for as long as this worker syncs them. Unlike a look at
-/// pg_stat_activity, it cannot be fooled by a worker that started a moment ago, and it goes
-/// away with a worker that dies.
-pub fn lock_user(user_id: &str) -> bool {
-    matches!(
-        in_transaction(|| Spi::get_one_with_args::<bool>(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[USER_LOCK_CLASS.into(), user_id.into()],
-        )
-        .map_err(SyncError::from)),
-        Ok(Some(true))
-    )
-}
-
-pub fn unlock_user(user_id: &str) {
-    let _ = in_transaction(|| {
-        Spi::get_one_with_args::<bool>(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[USER_LOCK_CLASS.into(), user_id.into()],
-        )
-        .map_err(SyncError::from)
-    });
 }
 
 pub fn shutdown_requested() -> bool {

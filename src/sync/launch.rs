@@ -71,7 +71,8 @@ fn current_database() -> Result<String, SyncError> {
 }
 
 /// Starts pool workers until there is one per due item, up to `max_workers` in all; each
-/// then takes its share of the due items (at most `users_per_worker`). A worker whose items'
+/// then takes its share of the due items (at most `users_per_worker`). Due webhook events
+/// count as one item: one worker handles a flood of them. A worker whose items'
 /// leases ran out (frozen, or stuck in a call) does not count: its users need another.
 pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
     let (running, stuck, due) = Spi::get_three_with_args::<i64, i64, i64>(
@@ -82,7 +83,11 @@ pub fn ensure_pool(claimed: i64) -> Result<(), SyncError> {
                  WHERE status = 'processing' AND lease_expires_at < now()),
                 (SELECT count(*) FROM procore_sync_queue
                  WHERE (status = 'processing' AND (worker_pid IS NULL OR lease_expires_at < now()))
-                    OR (status = 'pending' AND next_attempt_at <= now()))",
+                    OR (status = 'pending' AND next_attempt_at <= now()))
+                + (SELECT count(*) FROM (
+                       SELECT 1 FROM procore_sync_webhook_inbox
+                       WHERE status = 'pending' AND next_attempt_at <= clock_timestamp() + interval '1 second'
+                       LIMIT 1) due_events)",
         &[(POOL_LOCK_CLASS as i64).into()],
     )?;
     let (running, due) = (running.unwrap_or(0), due.unwrap_or(0).max(claimed));

@@ -6,3 +6,4 @@ pub mod flight;
 pub mod launch;
 pub mod user;
 pub mod wakeup;
+pub mod webhooks;

@@ -14,6 +14,14 @@ static SCHEDULER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"procore_syn
 /// only when it changed, not on every wakeup (job runners' starts and exits wake it too).
 static JOB_CHANGES: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"procore_sync_job_changes") };
 
+/// How many committed transactions recorded webhook events, and when one last woke the
+/// scheduler (milliseconds since the epoch): a flood of deliveries wakes it ten times a
+/// second at most, since one wakeup is enough to start a worker that takes them all.
+static INBOX_CHANGES: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"procore_sync_inbox_changes") };
+static INBOX_WOKEN_AT_MS: PgAtomic<AtomicU64> =
+    unsafe { PgAtomic::new(c"procore_sync_inbox_woken_at") };
+const INBOX_WAKE_EVERY_MS: u64 = 100;
+
 /// Set in the postmaster while preloading; every backend inherits it through fork.
 static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 
@@ -21,6 +29,8 @@ static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 pub fn request_shared_memory() {
     pg_shmem_init!(SCHEDULER_PID);
     pg_shmem_init!(JOB_CHANGES);
+    pg_shmem_init!(INBOX_CHANGES);
+    pg_shmem_init!(INBOX_WOKEN_AT_MS);
     SHARED_MEMORY.store(true, Ordering::Relaxed);
 }
 
@@ -60,7 +70,6 @@ fn wake_scheduler() {
     }
 }
 
-
 thread_local! {
     static JOB_WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static INBOX_WAKE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -78,16 +87,40 @@ pub fn wake_scheduler_for_jobs_at_commit() {
     });
 }
 
+/// The count of committed transactions that recorded webhook events (0 without the
+/// preload).
+pub fn inbox_changes() -> u64 {
+    if SHARED_MEMORY.load(Ordering::Relaxed) {
+        INBOX_CHANGES.get().load(Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
 /// The scheduler makes sure a sync worker takes the webhook events this transaction
 /// recorded, once it commits.
 pub fn wake_scheduler_for_inbox_at_commit() {
-    at_commit(&INBOX_WAKE_PENDING, wake_scheduler);
+    at_commit(&INBOX_WAKE_PENDING, || {
+        if !SHARED_MEMORY.load(Ordering::Relaxed) {
+            return;
+        }
+        INBOX_CHANGES.get().fetch_add(1, Ordering::SeqCst);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let woken = INBOX_WOKEN_AT_MS.get();
+        let last = woken.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= INBOX_WAKE_EVERY_MS
+            && woken
+                .compare_exchange(last, now_ms, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            wake_scheduler();
+        }
+    });
 }
 
-fn at_commit(
-    pending: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
-    wake: fn(),
-) {
+fn at_commit(pending: &'static std::thread::LocalKey<std::cell::Cell<bool>>, wake: fn()) {
     if pending.get() {
         return;
     }

@@ -16,7 +16,6 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use super::job_runner;
-use crate::sync::wakeup;
 use crate::data::credentials;
 use crate::data::installed::{self, Installed, LIBRARY_VERSION};
 use crate::data::jobs::{self, Job};
@@ -24,7 +23,8 @@ use crate::data::queue;
 use crate::data::transaction::in_transaction;
 use crate::schedule::{self, Schedule};
 use crate::settings;
-use crate::sync::launch::LIBRARY;
+use crate::sync::launch::{self, LIBRARY};
+use crate::sync::wakeup;
 
 /// Orphaned items and retention are looked after this often; it is also the longest sleep,
 /// so a wakeup lost for any reason delays a job change by at most this much. Job changes
@@ -85,6 +85,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     let mut reported: Option<Installed> = None;
     let mut next_housekeeping = Utc::now();
     let mut known_jobs = KnownJobs::default();
+    let mut seen_inbox_changes = wakeup::inbox_changes();
     loop {
         // Reset before looking at anything: a wakeup that arrives while this pass runs
         // leaves the latch set, and the wait below returns at once.
@@ -151,6 +152,11 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             next_housekeeping = Utc::now() + HOUSEKEEPING_EVERY;
             look_after_queue();
         }
+        let inbox_changes = wakeup::inbox_changes();
+        if extension_ready && inbox_changes != seen_inbox_changes {
+            seen_inbox_changes = inbox_changes;
+            look_after_inbox();
+        }
         if !wait_for_wakeup(sleep_until_next(&states, next_housekeeping)) {
             break;
         }
@@ -208,6 +214,14 @@ fn look_after_queue() {
     }
     if let Err(e) = in_transaction(queue::purge_old_rows) {
         log!("procore_sync: retention cleanup failed: {e}");
+    }
+}
+
+/// Webhook events arrived: a pool worker takes them, started now if none runs. The pool
+/// worker then keeps looking at the inbox until it stays empty.
+fn look_after_inbox() {
+    if let Err(e) = in_transaction(|| launch::ensure_pool(0)) {
+        log!("procore_sync: could not start a sync worker for webhook events: {e}");
     }
 }
 

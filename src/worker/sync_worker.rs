@@ -5,10 +5,11 @@
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::data::queue::lock_user;
 use crate::data::transaction::in_transaction;
 use crate::data::{installed, queue, visibility};
 use crate::errors::SyncError;
-use crate::sync::flight::{self, lock_user, Source};
+use crate::sync::flight::{self, Source};
 use crate::sync::launch::{self, Task};
 
 #[pg_guard]
