@@ -121,7 +121,7 @@ fn no_module_uses_a_layer_above_its_own() {
 }
 
 #[test]
-fn every_sql_function_lives_in_the_api_layer() {
+fn every_sql_function_and_trigger_lives_in_the_api_layer() {
     let src = src_dir();
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -132,7 +132,10 @@ fn every_sql_function_lives_in_the_api_layer() {
             fs::read_to_string(f)
                 .expect("read source")
                 .lines()
-                .any(|l| l.trim_start().starts_with("#[pg_extern"))
+                .any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("#[pg_extern") || l.starts_with("#[pg_trigger")
+                })
         })
         .map(|f| f.display().to_string())
         .collect();
