@@ -264,6 +264,24 @@ impl<'a> Viewer<'a> {
         companies
     }
 
+    /// Whether a list in `scope` returns `id` to this login (before filters and pages):
+    /// exactly `ids(resource, scope).contains(&id)`, without building the list. A record
+    /// of another scope, deleted, never made, or private to others is not listed.
+    pub fn lists(&self, resource: Resource, scope: u64, id: u64) -> bool {
+        match resource {
+            Resource::Companies => self.reaches_company(id),
+            Resource::Projects => {
+                resource.company_of(id) == scope
+                    && self.project_access(id) == ProjectAccess::Allowed
+            }
+            _ => {
+                resource.split_id(id).0 == scope
+                    && self.data.exists(resource, id)
+                    && self.sees(resource, id)
+            }
+        }
+    }
+
     /// The ids a list in `scope` returns to this login (before filters and pages), for
     /// a scope it may open; `scope` is ignored for companies.
     pub fn ids(&self, resource: Resource, scope: u64) -> Vec<u64> {
@@ -284,6 +302,7 @@ impl<'a> Viewer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::Mutation;
     use crate::world::PrivateRecord;
 
     fn world() -> World {
@@ -379,6 +398,73 @@ mod tests {
         assert!(Viewer::new(d, &a, 2)
             .ids(Resource::Rfis, 1_001_001)
             .contains(&rfi));
+    }
+
+    #[test]
+    fn lists_agrees_with_ids_for_every_record_and_scope() {
+        let w = World {
+            members: vec![member("user-2", 1001, Some(vec![1_001_002]))],
+            owner_projects: vec![member("user-3", 3001, Some(vec![3_001_001]))],
+            private_records: vec![
+                PrivateRecord {
+                    resource: "rfis".to_string(),
+                    id: Resource::Rfis.id(1_001_002, 2),
+                    visible_to: vec!["user-1".to_string()],
+                },
+                PrivateRecord {
+                    resource: "vendors".to_string(),
+                    id: Resource::Vendors.id(1001, 4),
+                    visible_to: vec!["user-2".to_string()],
+                },
+            ],
+            ..world()
+        };
+        let mut o = Overrides::default();
+        let at = chrono::Utc::now();
+        o.apply(
+            &w,
+            Resource::Rfis,
+            Resource::Rfis.id(1_001_002, 3),
+            Mutation::Delete,
+            at,
+        )
+        .unwrap();
+        o.apply(&w, Resource::Projects, 2_001_003, Mutation::Delete, at)
+            .unwrap();
+        let mut a = Access::from_world(&w).unwrap();
+        a.set_grant(1, 1001, None);
+        let d = Data::new(&w, &o);
+        let companies = [0, 1001, 1002, 2001, 3001, 4001];
+        let projects = [
+            1_001_001, 1_001_002, 1_001_004, 2_001_001, 2_001_003, 3_001_002,
+        ];
+        for user in 1..=3 {
+            let v = Viewer::new(d, &a, user);
+            for resource in Resource::ALL {
+                let scopes: &[u64] = match resource.parent() {
+                    None => &[0],
+                    Some(Resource::Companies) => &companies,
+                    Some(_) => &projects,
+                };
+                for &scope in scopes {
+                    let listed = v.ids(resource, scope);
+                    let candidates: Vec<u64> = match resource {
+                        Resource::Companies => companies.to_vec(),
+                        _ => scopes
+                            .iter()
+                            .flat_map(|&s| (0..=6).map(move |i| resource.id(s, i)))
+                            .collect(),
+                    };
+                    for id in candidates {
+                        assert_eq!(
+                            v.lists(resource, scope, id),
+                            listed.contains(&id),
+                            "user {user}, {resource:?} {id} in {scope}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The Procore REST routes: which resource a path names, access and company-header
-//! checks, `updated_at` filtering and pagination.
+//! The Procore REST routes: which resource a path names (a list, or one record of it
+//! through the detail route, the list's path with `/{id}` appended), access and
+//! company-header checks, `updated_at` filtering and pagination.
 
 use serde_json::Value;
 
@@ -23,12 +24,16 @@ pub enum Scope {
 pub struct ApiRoute {
     pub resource: Resource,
     pub scope: Scope,
+    /// The record a detail ("show") route names; `None` for the list.
+    pub record: Option<u64>,
 }
 
 impl ApiRoute {
+    /// The company the request concerns, for the log: the scope's, or for one company's
+    /// detail that company.
     pub fn company_id(&self) -> Option<u64> {
         match self.scope {
-            Scope::User => None,
+            Scope::User => self.record,
             Scope::Company(c) => Some(c),
             Scope::Project(p) => Some(Resource::Projects.company_of(p)),
         }
@@ -64,7 +69,8 @@ impl RouteError {
     }
 }
 
-/// Maps a `/rest/...` request to a resource and scope (paths as Procore documents them).
+/// Maps a `/rest/...` request to a resource and scope (paths as Procore documents them),
+/// and for a detail route the record's id.
 pub fn route(method: &str, path: &str, pairs: &[(String, String)]) -> Result<ApiRoute, RouteError> {
     let segments: Vec<&str> = path
         .trim_start_matches("/rest/")
@@ -87,40 +93,24 @@ pub fn route(method: &str, path: &str, pairs: &[(String, String)]) -> Result<Api
             .parse()
             .map_err(|_| RouteError::new(Some(resource), 404, "Project not found"))
     };
-    let (resource, scope) = match segments.as_slice() {
-        ["v1.0", "companies"] => (Resource::Companies, Ok(Scope::User)),
-        ["v1.0", "projects"] => (
-            Resource::Projects,
-            from_query(Resource::Projects, "company_id").map(Scope::Company),
+    // The list paths; a detail path is one of them plus the record's id.
+    let (list, record) = match segments.split_last() {
+        Some((last, list)) if list_route(list).is_some() => (list, Some(*last)),
+        _ => (segments.as_slice(), None),
+    };
+    let (resource, scope) = match (list_route(list), list) {
+        (Some((resource, Scoped::User)), _) => (resource, Ok(Scope::User)),
+        (Some((resource, Scoped::CompanyQuery)), _) => (
+            resource,
+            from_query(resource, "company_id").map(Scope::Company),
         ),
-        ["v1.0", "vendors"] => (
-            Resource::Vendors,
-            from_query(Resource::Vendors, "company_id").map(Scope::Company),
+        (Some((resource, Scoped::ProjectQuery)), _) => (
+            resource,
+            from_query(resource, "project_id").map(Scope::Project),
         ),
-        ["v1.0", "projects", id, "users"] => (
-            Resource::ProjectUsers,
-            from_path(Resource::ProjectUsers, id).map(Scope::Project),
-        ),
-        ["v1.0", "projects", id, "rfis"] => (
-            Resource::Rfis,
-            from_path(Resource::Rfis, id).map(Scope::Project),
-        ),
-        ["v1.1", "projects", id, "submittals"] => (
-            Resource::Submittals,
-            from_path(Resource::Submittals, id).map(Scope::Project),
-        ),
-        ["v1.1", "punch_items"] => (
-            Resource::PunchItems,
-            from_query(Resource::PunchItems, "project_id").map(Scope::Project),
-        ),
-        ["v1.0", "observations", "items"] => (
-            Resource::Observations,
-            from_query(Resource::Observations, "project_id").map(Scope::Project),
-        ),
-        ["v1.0", "change_events"] => (
-            Resource::ChangeEvents,
-            from_query(Resource::ChangeEvents, "project_id").map(Scope::Project),
-        ),
+        (Some((resource, Scoped::ProjectPath)), [_, "projects", id, ..]) => {
+            (resource, from_path(resource, id).map(Scope::Project))
+        }
         _ => {
             return Err(RouteError::new(
                 None,
@@ -136,13 +126,55 @@ pub fn route(method: &str, path: &str, pairs: &[(String, String)]) -> Result<Api
             format!("{method} is not supported on {path}"),
         ));
     }
+    // A detail path whose last segment is no id names no route: 404 before the scope.
+    let record = match record {
+        Some(id) => Some(id.parse().map_err(|_| {
+            RouteError::new(
+                Some(resource),
+                404,
+                format!("{} {id:?} not found", resource.name()),
+            )
+        })?),
+        None => None,
+    };
+    let scope = scope?;
     Ok(ApiRoute {
         resource,
-        scope: scope?,
+        scope,
+        record,
     })
 }
 
-/// The request details a list needs besides its route.
+/// Where a list route takes its scope from.
+#[derive(Clone, Copy)]
+enum Scoped {
+    /// Companies: the signed-in user.
+    User,
+    /// `?company_id=`.
+    CompanyQuery,
+    /// `?project_id=`.
+    ProjectQuery,
+    /// `/projects/{project_id}/...`.
+    ProjectPath,
+}
+
+/// The resource a list path (its segments after `/rest/`) names.
+fn list_route(segments: &[&str]) -> Option<(Resource, Scoped)> {
+    Some(match segments {
+        ["v1.0", "companies"] => (Resource::Companies, Scoped::User),
+        ["v1.0", "projects"] => (Resource::Projects, Scoped::CompanyQuery),
+        ["v1.0", "vendors"] => (Resource::Vendors, Scoped::CompanyQuery),
+        ["v1.0", "projects", _, "users"] => (Resource::ProjectUsers, Scoped::ProjectPath),
+        ["v1.0", "projects", _, "rfis"] => (Resource::Rfis, Scoped::ProjectPath),
+        ["v1.1", "projects", _, "submittals"] => (Resource::Submittals, Scoped::ProjectPath),
+        ["v1.1", "punch_items"] => (Resource::PunchItems, Scoped::ProjectQuery),
+        ["v1.0", "observations", "items"] => (Resource::Observations, Scoped::ProjectQuery),
+        ["v1.0", "change_events"] => (Resource::ChangeEvents, Scoped::ProjectQuery),
+        _ => return None,
+    })
+}
+
+/// The request details a list or a record needs besides its route.
 pub struct ListRequest<'a> {
     pub company_header: Option<&'a str>,
     pub pairs: &'a [(String, String)],
@@ -151,36 +183,37 @@ pub struct ListRequest<'a> {
     pub base_url: String,
 }
 
-/// Answers a list request as the authenticated login sees the data; returns the
-/// records served.
-pub fn list(
+/// Answers a list or detail request as the authenticated login sees the data; returns
+/// the records served.
+pub fn answer(
     view: Viewer<'_>,
     route: ApiRoute,
     req: &ListRequest<'_>,
 ) -> (Response, Vec<ServedKey>) {
-    match list_inner(view, route, req) {
+    let answer = match route.record {
+        Some(id) => show(view, route, id, req),
+        None => list(view, route, req),
+    };
+    match answer {
         Ok(answer) => answer,
         Err(error) => (error.response(), Vec::new()),
     }
 }
 
-fn list_inner(
-    view: Viewer<'_>,
-    route: ApiRoute,
-    req: &ListRequest<'_>,
-) -> Result<(Response, Vec<ServedKey>), RouteError> {
-    let data = view.data;
-    let resource = route.resource;
-    let fail = |status, message: String| RouteError::new(Some(resource), status, message);
-    let scope_id = match route.scope {
+/// Checks that the login may open the route's scope (404 for what it cannot reach, 403
+/// for a wrong `Procore-Company-Id` or a project it may not open); returns the scope id
+/// the viewer's lists take (0 for companies, whose list ignores it).
+fn open_scope(view: Viewer<'_>, route: ApiRoute, req: &ListRequest<'_>) -> Result<u64, RouteError> {
+    let fail = |status, message: String| RouteError::new(Some(route.resource), status, message);
+    match route.scope {
         // Companies ignore the scope: the viewer knows whose they are.
-        Scope::User => 0,
+        Scope::User => Ok(0),
         Scope::Company(company) => {
             if !view.reaches_company(company) {
                 return Err(fail(404, format!("Company {company} not found")));
             }
             check_company_header(req.company_header, company).map_err(|m| fail(403, m))?;
-            company
+            Ok(company)
         }
         Scope::Project(project) => {
             let access = view.project_access(project);
@@ -195,9 +228,45 @@ fn list_inner(
                     format!("You do not have permission to access project {project}"),
                 ));
             }
-            project
+            Ok(project)
         }
-    };
+    }
+}
+
+/// One record, exactly as the scope's list would show it, when that list would show it
+/// to this login; otherwise 404 (deleted, another scope's, never made, private to
+/// others). The list's other parameters (pages, filters) do not apply and are ignored.
+fn show(
+    view: Viewer<'_>,
+    route: ApiRoute,
+    id: u64,
+    req: &ListRequest<'_>,
+) -> Result<(Response, Vec<ServedKey>), RouteError> {
+    let resource = route.resource;
+    let scope_id = open_scope(view, route, req)?;
+    if !view.lists(resource, scope_id, id) {
+        return Err(RouteError::new(
+            Some(resource),
+            404,
+            format!("{} {id} not found", resource.name()),
+        ));
+    }
+    let record = view.data.record(resource, id);
+    Ok((
+        Response::json(200, &record),
+        vec![(resource, resource.company_of(id), id)],
+    ))
+}
+
+fn list(
+    view: Viewer<'_>,
+    route: ApiRoute,
+    req: &ListRequest<'_>,
+) -> Result<(Response, Vec<ServedKey>), RouteError> {
+    let data = view.data;
+    let resource = route.resource;
+    let fail = |status, message: String| RouteError::new(Some(resource), status, message);
+    let scope_id = open_scope(view, route, req)?;
 
     let window = match param(req.pairs, UPDATED_AT) {
         Some(value) if resource.filters_by_updated_at() => {
@@ -312,7 +381,11 @@ mod tests {
         for (target, resource, scope) in cases {
             assert_eq!(
                 routed("GET", target),
-                Ok(ApiRoute { resource, scope }),
+                Ok(ApiRoute {
+                    resource,
+                    scope,
+                    record: None
+                }),
                 "{target}"
             );
         }
@@ -349,6 +422,104 @@ mod tests {
         );
     }
 
+    #[test]
+    fn routes_every_detail_path() {
+        let cases = [
+            (
+                "/rest/v1.0/companies/1001",
+                Resource::Companies,
+                Scope::User,
+            ),
+            (
+                "/rest/v1.0/projects/42?company_id=1001",
+                Resource::Projects,
+                Scope::Company(1001),
+            ),
+            (
+                "/rest/v1.0/vendors/42?company_id=1001",
+                Resource::Vendors,
+                Scope::Company(1001),
+            ),
+            (
+                "/rest/v1.0/projects/7/users/42",
+                Resource::ProjectUsers,
+                Scope::Project(7),
+            ),
+            (
+                "/rest/v1.0/projects/7/rfis/42/",
+                Resource::Rfis,
+                Scope::Project(7),
+            ),
+            (
+                "/rest/v1.1/projects/7/submittals/42",
+                Resource::Submittals,
+                Scope::Project(7),
+            ),
+            (
+                "/rest/v1.1/punch_items/42?project_id=7",
+                Resource::PunchItems,
+                Scope::Project(7),
+            ),
+            (
+                "/rest/v1.0/observations/items/42?project_id=7",
+                Resource::Observations,
+                Scope::Project(7),
+            ),
+            (
+                "/rest/v1.0/change_events/42?project_id=7",
+                Resource::ChangeEvents,
+                Scope::Project(7),
+            ),
+        ];
+        for (target, resource, scope) in cases {
+            let record = if resource == Resource::Companies {
+                1001
+            } else {
+                42
+            };
+            assert_eq!(
+                routed("GET", target),
+                Ok(ApiRoute {
+                    resource,
+                    scope,
+                    record: Some(record)
+                }),
+                "{target}"
+            );
+        }
+        let company = routed("GET", "/rest/v1.0/companies/1001").unwrap();
+        assert_eq!(
+            (company.company_id(), company.project_id()),
+            (Some(1001), None)
+        );
+        let rfi = routed("GET", "/rest/v1.0/projects/7/rfis/42").unwrap();
+        assert_eq!(rfi.project_id(), Some(7));
+
+        let status = |method, target| {
+            let e = routed(method, target).unwrap_err();
+            (e.resource, e.response_status)
+        };
+        let rfis = Some(Resource::Rfis);
+        assert_eq!(status("GET", "/rest/v1.0/projects/7/rfis/x"), (rfis, 404));
+        assert_eq!(status("GET", "/rest/v1.0/projects/x/rfis/42"), (rfis, 404));
+        assert_eq!(status("POST", "/rest/v1.0/projects/7/rfis/42"), (rfis, 405));
+        assert_eq!(
+            status("GET", "/rest/v1.0/projects/7/rfis/42/x"),
+            (None, 404)
+        );
+        let punch = Some(Resource::PunchItems);
+        assert_eq!(status("GET", "/rest/v1.1/punch_items/42"), (punch, 400));
+        assert_eq!(
+            status("GET", "/rest/v1.1/punch_items/x?project_id=7"),
+            (punch, 404)
+        );
+        assert_eq!(
+            status("GET", "/rest/v1.0/projects/users"),
+            (Some(Resource::Projects), 404),
+            "no id, no route, whatever the query"
+        );
+    }
+
     fn list_request<'a>(pairs: &'a [(String, String)], header: Option<&'a str>) -> ListRequest<'a> {
         ListRequest {
             company_header: header,
@@ -371,9 +542,10 @@ mod tests {
         let rfis = |project| ApiRoute {
             resource: Resource::Rfis,
             scope: Scope::Project(project),
+            record: None,
         };
         let status = |route, pairs: &[(String, String)], header| {
-            list(view, route, &list_request(pairs, header)).0.status
+            answer(view, route, &list_request(pairs, header)).0.status
         };
         assert_eq!(status(rfis(2_001_001), &[], Some("2001")), 404, "not owned");
         assert_eq!(
@@ -385,7 +557,7 @@ mod tests {
         assert_eq!(status(rfis(1_001_001), &[], Some("2001")), 403);
 
         let pairs = parse_form("per_page=20&page=2");
-        let (response, served) = list(view, rfis(1_001_001), &list_request(&pairs, Some("1001")));
+        let (response, served) = answer(view, rfis(1_001_001), &list_request(&pairs, Some("1001")));
         assert_eq!(response.status, 200);
         assert_eq!(served.len(), 10);
         assert_eq!(
@@ -404,7 +576,8 @@ mod tests {
         assert!(!header("Link").unwrap().contains("rel=\"next\""));
 
         let window = parse_form("filters[updated_at]=2026-01-01T00:05:00Z...2026-01-01T00:07:00Z");
-        let (response, served) = list(view, rfis(1_001_001), &list_request(&window, Some("1001")));
+        let (response, served) =
+            answer(view, rfis(1_001_001), &list_request(&window, Some("1001")));
         assert_eq!(response.status, 200);
         assert_eq!(served.len(), 3, "minutes 5, 6 and 7, inclusive");
         let bad = parse_form("filters[updated_at]=yesterday");
@@ -412,16 +585,103 @@ mod tests {
         let users = ApiRoute {
             resource: Resource::ProjectUsers,
             scope: Scope::Project(1_001_001),
+            record: None,
         };
         assert_eq!(status(users, &bad, Some("1001")), 200, "filter ignored");
 
         let companies = ApiRoute {
             resource: Resource::Companies,
             scope: Scope::User,
+            record: None,
         };
-        let (response, served) = list(view, companies, &list_request(&[], None));
+        let (response, served) = answer(view, companies, &list_request(&[], None));
         assert_eq!(response.status, 200);
         assert_eq!(served, vec![(Resource::Companies, 1001, 1001)]);
         assert!(!response.headers.iter().any(|(k, _)| k == "Link"));
+    }
+
+    #[test]
+    fn details_show_what_the_list_shows_and_404_the_rest() {
+        let world = World {
+            users: 2,
+            records_per_resource: 5,
+            ..World::default()
+        };
+        let mut overrides = Overrides::default();
+        let deleted = Resource::Rfis.id(1_001_001, 4);
+        overrides
+            .apply(
+                &world,
+                Resource::Rfis,
+                deleted,
+                crate::records::Mutation::Delete,
+                chrono::Utc::now(),
+            )
+            .unwrap();
+        let private = Resource::Rfis.id(1_001_001, 2);
+        let mut access = Access::default();
+        access.set_private(Resource::Rfis, private, Some([2].into()));
+        let view = Viewer::new(Data::new(&world, &overrides), &access, 1);
+        let rfi = |project, id| ApiRoute {
+            resource: Resource::Rfis,
+            scope: Scope::Project(project),
+            record: Some(id),
+        };
+        let show = |route, header| answer(view, route, &list_request(&[], header));
+
+        let listed = answer(
+            view,
+            ApiRoute {
+                record: None,
+                ..rfi(1_001_001, 0)
+            },
+            &list_request(&[], Some("1001")),
+        );
+        let entries: Value = serde_json::from_slice(&listed.0.body).unwrap();
+        let visible = Resource::Rfis.id(1_001_001, 3);
+        let (response, served) = show(rfi(1_001_001, visible), Some("1001"));
+        assert_eq!(response.status, 200);
+        let record: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(Some(&record), entries.as_array().unwrap().get(1));
+        assert_eq!(served, vec![(Resource::Rfis, 1001, visible)]);
+        assert!(!response.headers.iter().any(|(k, _)| k == "Total"));
+
+        for (route, why) in [
+            (rfi(1_001_001, deleted), "deleted"),
+            (rfi(1_001_001, private), "private to user-2"),
+            (rfi(1_001_002, visible), "another project's"),
+            (
+                rfi(1_001_001, Resource::Rfis.id(1_001_001, 6)),
+                "never made",
+            ),
+            (rfi(1_001_001, 0), "no such id"),
+        ] {
+            let (response, served) = show(route, Some("1001"));
+            assert_eq!(response.status, 404, "{why}");
+            assert!(served.is_empty(), "{why}");
+        }
+        assert_eq!(show(rfi(1_001_001, visible), None).0.status, 403);
+        assert_eq!(
+            show(rfi(2_001_001, 200_100_100_001), Some("2001")).0.status,
+            404
+        );
+
+        let company = |id| ApiRoute {
+            resource: Resource::Companies,
+            scope: Scope::User,
+            record: Some(id),
+        };
+        let (response, served) = show(company(1001), None);
+        assert_eq!(response.status, 200);
+        assert_eq!(served, vec![(Resource::Companies, 1001, 1001)]);
+        assert_eq!(show(company(2001), None).0.status, 404, "another's company");
+        let project = |company, id| ApiRoute {
+            resource: Resource::Projects,
+            scope: Scope::Company(company),
+            record: Some(id),
+        };
+        assert_eq!(show(project(1001, 1_001_002), Some("1001")).0.status, 200);
+        assert_eq!(show(project(1001, 1_001_003), Some("1001")).0.status, 404);
+        assert_eq!(show(project(1001, 2_001_001), Some("1001")).0.status, 404);
     }
 }

@@ -363,7 +363,7 @@ fn api_request(shared: &Shared, req: &Request) -> Outcome {
         raw_query: &req.query,
         base_url: format!("{}://{host}{}", shared.scheme, req.path),
     };
-    let (response, served) = api::list(state.viewer(user), route, &list_request);
+    let (response, served) = api::answer(state.viewer(user), route, &list_request);
     outcome.respond(response.with_headers(rate_headers));
     outcome.served = served;
     outcome
