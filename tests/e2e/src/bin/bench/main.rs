@@ -37,21 +37,13 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use procore_sync_e2e::{stop_on_signals, stop_requested};
 
-use crate::args::{Args, Config, ProfileMode, WORKLOADS};
+use crate::args::{Config, ProfileMode, WORKLOADS};
 use crate::cluster::LibDir;
 use crate::profile::Perf;
 use crate::report::Results;
 
 fn main() -> ExitCode {
-    let args = match Args::parse() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg = match Config::from_args(&args) {
+    let cfg = match Config::from_args(args::parse()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bench: {e:#}");
