@@ -4,6 +4,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::ChartData;
 
@@ -12,9 +15,10 @@ const FONT_CANDIDATES: [&str; 2] = [
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
+/// A panel whose axes are both plain numbers: W2 over time, W3, W4.
+type Plot<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 pub fn draw_chart(path: &Path, data: &ChartData, machine: &str, quick: bool) -> Result<()> {
-    use plotters::prelude::*;
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let font = FONT_CANDIDATES
         .iter()
         .find_map(|p| std::fs::read(p).ok())
@@ -25,7 +29,6 @@ pub fn draw_chart(path: &Path, data: &ChartData, machine: &str, quick: bool) -> 
         Box::leak(font.into_boxed_slice()),
     )
     .map_err(|_| anyhow!("DejaVuSans.ttf is not a usable font"))?;
-    let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the chart: {e:?}");
 
     let root = BitMapBackend::new(path, (1400, 1500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -228,22 +231,9 @@ pub fn draw_chart(path: &Path, data: &ChartData, machine: &str, quick: bool) -> 
                 .map_err(err)?;
             for (i, s) in series.iter().enumerate() {
                 let color = palette[i % palette.len()];
-                chart
-                    .draw_series(LineSeries::new(points(s), color.stroke_width(2)))
-                    .map_err(err)?
-                    .label(s.0)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                draw_line(&mut chart, points(s), color.stroke_width(2), s.0)?;
             }
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(err)?;
+            draw_legend(&mut chart, 13, SeriesLabelPosition::UpperRight)?;
         }
     }
 
@@ -270,64 +260,38 @@ pub fn draw_chart(path: &Path, data: &ChartData, machine: &str, quick: bool) -> 
             .axis_desc_style(label)
             .draw()
             .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(
-                data.w3.iter().map(|s| (s.0 / 1000.0, s.1)),
-                blue.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("VmRSS")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
-            });
-        chart
-            .draw_series(LineSeries::new(
-                data.w3.iter().map(|s| (s.0 / 1000.0, s.2)),
-                orange.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("RssAnon (private)")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], orange.stroke_width(2))
-            });
+        // (records synced, VmRSS, RssAnon) samples as (thousands of records, MB) points.
+        let rss = |v: &[(f64, f64, f64)]| v.iter().map(|s| (s.0 / 1000.0, s.1)).collect::<Vec<_>>();
+        let anon =
+            |v: &[(f64, f64, f64)]| v.iter().map(|s| (s.0 / 1000.0, s.2)).collect::<Vec<_>>();
+        draw_line(&mut chart, rss(&data.w3), blue.stroke_width(2), "VmRSS")?;
+        draw_line(
+            &mut chart,
+            anon(&data.w3),
+            orange.stroke_width(2),
+            "RssAnon (private)",
+        )?;
         if !data.w3_slots.is_empty() {
-            chart
-                .draw_series(LineSeries::new(
-                    data.w3_slots.iter().map(|s| (s.0 / 1000.0, s.1)),
-                    green.stroke_width(2),
-                ))
-                .map_err(err)?
-                .label("VmRSS, every slot busy")
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], green.stroke_width(2))
-                });
-            chart
-                .draw_series(LineSeries::new(
-                    data.w3_slots.iter().map(|s| (s.0 / 1000.0, s.2)),
-                    green.mix(0.5).stroke_width(2),
-                ))
-                .map_err(err)?
-                .label("RssAnon, every slot busy")
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], green.mix(0.5).stroke_width(2))
-                });
+            draw_line(
+                &mut chart,
+                rss(&data.w3_slots),
+                green.stroke_width(2),
+                "VmRSS, every slot busy",
+            )?;
+            draw_line(
+                &mut chart,
+                anon(&data.w3_slots),
+                green.mix(0.5).stroke_width(2),
+                "RssAnon, every slot busy",
+            )?;
         }
-        chart
-            .draw_series(LineSeries::new(
-                vec![(0.0, 100.0), (xmax * 1.02, 100.0)],
-                red.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("target")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font(label)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::MiddleRight)
-            .draw()
-            .map_err(err)?;
+        draw_line(
+            &mut chart,
+            [(0.0, 100.0), (xmax * 1.02, 100.0)],
+            red.stroke_width(2),
+            "target",
+        )?;
+        draw_legend(&mut chart, 16, SeriesLabelPosition::MiddleRight)?;
     }
 
     // W4: lateness of each run.
@@ -377,15 +341,43 @@ pub fn draw_chart(path: &Path, data: &ChartData, machine: &str, quick: bool) -> 
             .map_err(err)?
             .label("command ran")
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, orange.filled()));
-        chart
-            .configure_series_labels()
-            .label_font(label)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart, 16, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+fn err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow!("drawing the chart: {e:?}")
+}
+
+/// One line through `points`, named in the legend with a stroke of its own style.
+fn draw_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Plot<'a, DB>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    style: ShapeStyle,
+    name: &str,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points, style))
+        .map_err(err)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    Ok(())
+}
+
+/// The legend of a panel's named series, over a light background so lines behind it show.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Plot<'a, DB>,
+    font_size: u32,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", font_size))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(err)
 }
