@@ -2,8 +2,8 @@
 //! responses: routing to the API, OAuth and admin handlers, firing fault rules, and
 //! keeping the request log and the served-record set.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
@@ -14,7 +14,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use crate::api::{self, ListRequest};
 use crate::clock::{epoch_seconds, iso_millis, now};
 use crate::faults::{self, Delivery, Effect};
-use crate::http::{self, percent_decode, ReadError, Request, Response};
+use crate::http::{self, percent_decode, Request, Response, Transport};
 use crate::oauth;
 use crate::rate_limit::{RateLimiter, LIMIT_MESSAGE};
 use crate::state::{LogEntry, ServedKey, Shared, State};
@@ -106,63 +106,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<Serve
     }
 }
 
-/// A connection the server can read requests from, write responses to and close.
-trait Transport: Read + Write {
-    /// `graceful` ends TLS with close_notify; otherwise the peer sees the stream cut.
-    fn close(&mut self, graceful: bool);
-}
-
-impl Transport for TcpStream {
-    fn close(&mut self, graceful: bool) {
-        let _ = self.flush();
-        let _ = self.shutdown(if graceful {
-            Shutdown::Write
-        } else {
-            Shutdown::Both
-        });
-    }
-}
-
-impl Transport for StreamOwned<ServerConnection, TcpStream> {
-    fn close(&mut self, graceful: bool) {
-        if graceful {
-            self.conn.send_close_notify();
-            let _ = self.conn.complete_io(&mut self.sock);
-        }
-        let _ = self.sock.shutdown(if graceful {
-            Shutdown::Write
-        } else {
-            Shutdown::Both
-        });
-    }
-}
-
 fn serve_connection<T: Transport>(shared: &Shared, stream: T) {
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut request = match http::read_head(&mut reader) {
-            Ok(r) => r,
-            Err(error) => return refuse(reader.get_mut(), error),
-        };
-        let length = match http::body_length(&request) {
-            Ok(n) => n,
-            Err(error) => return refuse(reader.get_mut(), error),
-        };
-        if length > 0 && request.expects_continue() {
-            let conn = reader.get_mut();
-            if conn
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .and_then(|_| conn.flush())
-                .is_err()
-            {
-                return;
-            }
-        }
-        request.body = match http::read_body(&mut reader, length) {
-            Ok(b) => b,
-            Err(error) => return refuse(reader.get_mut(), error),
-        };
-
+    while let Some(request) = http::next_request(&mut reader) {
         let outcome = handle(shared, &request);
         if outcome.logged {
             record_log(shared, &request, &outcome);
@@ -173,16 +119,6 @@ fn serve_connection<T: Transport>(shared: &Shared, stream: T) {
             reader.get_mut().close(graceful);
             return;
         }
-    }
-}
-
-fn refuse<T: Transport>(conn: &mut T, error: ReadError) {
-    if let ReadError::Refused(status, message) = error {
-        let response = Response::errors(status, message);
-        let mut bytes = response.head_bytes(response.body.len() as u64, true);
-        bytes.extend_from_slice(&response.body);
-        let _ = conn.write_all(&bytes);
-        conn.close(true);
     }
 }
 
