@@ -1,7 +1,8 @@
 //! Fault rules: misbehaviour injected into `/rest/` and `/oauth/token` responses, the
 //! way proxies, overloaded servers and flaky networks misbehave in production; and the
 //! byte-level writing every faulty response comes down to (`Wire`, `write_wire`), which
-//! the scripted server (`crate::scripted`) uses for the client's own tests.
+//! the server's truncated and huge deliveries and the scripted server (`crate::scripted`,
+//! for the client's own tests) both go through.
 //!
 //! The writing is by hand on purpose: no HTTP library stops a response where a fault
 //! says (after the head, part-way through a body, before the first byte).
@@ -271,7 +272,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// Writes a JSON array of exactly `bytes` bytes (at least 2) without holding it in memory:
 /// `[`, items separated by commas, whitespace padding, `]`.
-pub fn write_huge<W: Write>(out: &mut W, bytes: u64) -> io::Result<()> {
+fn write_huge<W: Write>(out: &mut W, bytes: u64) -> io::Result<()> {
     let inner = bytes.saturating_sub(2);
     let stride = HUGE_ITEM.len() as u64 + 1;
     // n items take n*stride - 1 bytes.

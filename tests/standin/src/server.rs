@@ -13,7 +13,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::api::{self, ListRequest};
 use crate::clock::{epoch_seconds, iso_millis, now};
-use crate::faults::{self, Delivery, Effect};
+use crate::faults::{self, Delivery, Effect, Wire};
 use crate::http::{self, percent_decode, Request, Response, Transport};
 use crate::oauth;
 use crate::rate_limit::{RateLimiter, LIMIT_MESSAGE};
@@ -357,6 +357,9 @@ fn record_log(shared: &Shared, req: &Request, outcome: &Outcome) {
 }
 
 /// Writes the response as the delivery says; returns whether the connection stays open.
+/// Whole responses go out here, marking their records served; the faults that cut or
+/// replace the bytes go out through the shared fault writer (`faults::write_wire`), as
+/// nothing they send is ever served.
 fn deliver<T: Transport>(
     shared: &Shared,
     conn: &mut T,
@@ -372,14 +375,23 @@ fn deliver<T: Transport>(
     let result = match outcome.delivery {
         Delivery::Drop => return false,
         Delivery::Truncate => {
-            let mut bytes = response.head_bytes(body.len() as u64, true);
-            bytes.extend_from_slice(&body[..body.len() / 2]);
-            let _ = conn.write_all(&bytes).and_then(|_| conn.flush());
+            // The full length announced, half the body sent.
+            let half = Response {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: body[..body.len() / 2].to_vec(),
+            };
+            let declared = body.len() as u64;
+            let _ = faults::write_wire(conn, &half, Wire::Truncated { declared }, true);
             return false;
         }
-        Delivery::Huge(bytes) => conn
-            .write_all(&response.head_bytes(bytes, close))
-            .and_then(|_| faults::write_huge(conn, bytes)),
+        Delivery::Huge(bytes) => {
+            let wire = Wire::Huge {
+                bytes,
+                chunked: false,
+            };
+            faults::write_wire(conn, response, wire, close)
+        }
         Delivery::Normal => {
             let mut bytes = response.head_bytes(body.len() as u64, close);
             bytes.extend_from_slice(body);
