@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod describe;
 pub mod env;
+pub mod request_log;
 pub mod rls;
 pub mod standin;
 pub mod stop;
@@ -17,6 +18,7 @@ pub mod wait;
 
 pub use cluster::{ensure_extension_installed, Cluster, ClusterOptions, StopMode};
 pub use env::{Env, REDIRECT_URI};
+pub use request_log::LoggedRequest;
 pub use standin::{standin_binary, RecordKey, Standin};
 pub use stop::{stop_on_signals, stop_requested};
 pub use table::{query_table, render_table};

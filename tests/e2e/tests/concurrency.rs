@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use common::*;
-use procore_sync_e2e::{Env, StopMode};
-use serde::Deserialize;
+use procore_sync_e2e::{Env, LoggedRequest, StopMode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -114,11 +113,8 @@ impl Case {
         self.env.standin.add_faults(rules).expect("add fault rules");
     }
 
-    fn requests(&self) -> Vec<Req> {
-        request_log(&self.env.standin)
-            .into_iter()
-            .map(|e| serde_json::from_value(e).expect("request log entry"))
-            .collect()
+    fn requests(&self) -> Vec<LoggedRequest> {
+        LoggedRequest::parse_all(request_log(&self.env.standin))
     }
 
     fn stat(&self, name: &str) -> u64 {
@@ -220,43 +216,6 @@ fn enqueue(c: &mut postgres::Client, user: Uuid) {
     .expect("queue one user");
     c.query_one("SELECT process_procore_sync_queue()", &[])
         .expect("process_procore_sync_queue()");
-}
-
-/// One line of the stand-in's request log.
-#[derive(Debug, Clone, Deserialize)]
-#[allow(dead_code)]
-struct Req {
-    seq: u64,
-    method: String,
-    path: String,
-    query: String,
-    login: Option<String>,
-    status: u16,
-    ts: String,
-}
-
-impl Req {
-    fn at(&self) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&self.ts)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|e| panic!("bad ts {:?} in the request log: {e}", self.ts))
-    }
-
-    fn by(&self, login: &str) -> bool {
-        self.login.as_deref() == Some(login)
-    }
-
-    fn is_api(&self) -> bool {
-        self.path.starts_with("/rest/")
-    }
-
-    fn is_token_grant(&self) -> bool {
-        self.method == "POST" && self.path == "/oauth/token"
-    }
-
-    fn target(&self) -> String {
-        format!("{}?{}", self.path, self.query)
-    }
 }
 
 /// Users in flight per sync worker right now: `pid -> user ids` of `processing` items held
@@ -504,7 +463,7 @@ fn a_429_storm_on_one_user_parks_it_while_the_others_complete() {
         },
     );
     let log = case.requests();
-    let victim_log: Vec<&Req> = log
+    let victim_log: Vec<&LoggedRequest> = log
         .iter()
         .filter(|r| r.by("user-1") && r.is_api())
         .collect();
@@ -631,7 +590,7 @@ fn invalid_grant_for_one_user_fails_it_while_the_others_refresh_and_complete() {
             "{login} is unaffected by user-1's grant: {it:?}"
         );
     }
-    let grants: Vec<Req> = case
+    let grants: Vec<LoggedRequest> = case
         .requests()
         .into_iter()
         .filter(|r| r.seq > seq && r.is_token_grant())
@@ -693,7 +652,7 @@ fn a_stalled_connection_holds_one_slot_for_at_most_http_timeout() {
     let mut c = case.client();
     let since = now(&mut c);
     enqueue(&mut c, victim);
-    let mut stalled: Option<Req> = None;
+    let mut stalled: Option<LoggedRequest> = None;
     case.wait(
         Duration::from_secs(30),
         "user-1's companies request to stall",
@@ -713,7 +672,7 @@ fn a_stalled_connection_holds_one_slot_for_at_most_http_timeout() {
     );
 
     // The others, one by one, until they are all done or user-1's stall is over.
-    let retried = |log: &[Req]| {
+    let retried = |log: &[LoggedRequest]| {
         log.iter()
             .find(|r| r.seq > stalled.seq && r.by("user-1"))
             .cloned()
@@ -737,7 +696,7 @@ fn a_stalled_connection_holds_one_slot_for_at_most_http_timeout() {
     );
     let others_done_at = completed_count(&mut c, &others).expect("count completed");
 
-    let mut retry: Option<Req> = None;
+    let mut retry: Option<LoggedRequest> = None;
     case.wait(
         Duration::from_secs(60),
         "user-1's stalled request to be given up and retried",
@@ -898,7 +857,7 @@ fn a_response_that_arrives_after_the_lease_was_lost_is_not_written() {
     let since = now(&mut c);
     assert_eq!(queue_all(&mut c), USERS as i32);
 
-    let mut stalled: Option<Req> = None;
+    let mut stalled: Option<LoggedRequest> = None;
     case.wait(
         Duration::from_secs(60),
         "user-1's first RFI page to stall",
@@ -1046,7 +1005,7 @@ fn a_response_that_arrives_after_the_lease_was_lost_is_not_written() {
     // while nobody held the lease, and from the completing take on no page twice (an old
     // flight going on would ask again for the pages the new holder reads).
     let log = case.requests();
-    let after_loss: Vec<&Req> = log
+    let after_loss: Vec<&LoggedRequest> = log
         .iter()
         .filter(|r| r.by("user-1") && r.is_api() && r.at() > lost_at)
         .collect();

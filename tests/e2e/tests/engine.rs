@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use postgres::fallible_iterator::FallibleIterator;
-use procore_sync_e2e::{stored_record_keys, wait_until, Env, RecordKey};
-use serde::Deserialize;
+use procore_sync_e2e::{stored_record_keys, wait_until, Env, LoggedRequest, RecordKey};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -42,53 +41,6 @@ struct T {
     /// The request log's sequence once every user is connected: later token grants are
     /// refreshes, not the initial code exchanges.
     base_seq: u64,
-}
-
-/// One line of the stand-in's request log.
-#[derive(Debug, Clone, Deserialize)]
-#[allow(dead_code)]
-struct Req {
-    seq: u64,
-    method: String,
-    path: String,
-    query: String,
-    login: Option<String>,
-    status: u16,
-    resource: Option<String>,
-    company_id: Option<i64>,
-    project_id: Option<i64>,
-    ts: String,
-}
-
-impl Req {
-    fn at(&self) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&self.ts)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|e| panic!("bad ts {:?} in the request log: {e}", self.ts))
-    }
-    fn is_api(&self) -> bool {
-        self.path.starts_with("/rest/")
-    }
-    fn is_token_grant(&self) -> bool {
-        self.method == "POST" && self.path == "/oauth/token"
-    }
-    fn by(&self, login: &str) -> bool {
-        self.login.as_deref() == Some(login)
-    }
-    /// `(from, to)` of `filters[updated_at]`, if the request carried one.
-    fn updated_at_window(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let start = self.query.find("filters[updated_at]=")? + "filters[updated_at]=".len();
-        let value = self.query[start..].split('&').next().unwrap_or("");
-        let (from, to) = value
-            .split_once("...")
-            .unwrap_or_else(|| panic!("filters[updated_at] without both bounds: {:?}", self.query));
-        let parse = |s: &str| {
-            DateTime::parse_from_rfc3339(&s.replace(' ', "+"))
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|e| panic!("bad filters[updated_at] bound {s:?}: {e}"))
-        };
-        Some((parse(from), parse(to)))
-    }
 }
 
 /// The newest queue row of a user.
@@ -277,14 +229,12 @@ impl T {
         .get(0))
     }
 
-    fn requests_since(&self, seq: u64) -> Vec<Req> {
+    fn requests_since(&self, seq: u64) -> Vec<LoggedRequest> {
         let v = self.ok(
             self.env.standin.requests_since(seq),
             "read the stand-in request log",
         );
-        v.into_iter()
-            .map(|e| serde_json::from_value(e).expect("request log entry"))
-            .collect()
+        LoggedRequest::parse_all(v)
     }
 
     fn last_seq(&self) -> u64 {
@@ -989,7 +939,7 @@ fn server_error_bursts_are_retried_to_success() {
     let last_try = log
         .iter()
         .filter(|r| r.by("user-2"))
-        .map(Req::at)
+        .map(LoggedRequest::at)
         .max()
         .expect("user-2 made requests");
     let delay = (b.next_attempt_at - last_try).num_milliseconds() as f64 / 1000.0;
@@ -1080,7 +1030,7 @@ fn retries_exhausted_fail_the_item_with_the_last_error() {
                 it.next_attempt_at > it.now,
                 "{login}: next attempt is in the future"
             );
-            let rfis: Vec<&Req> = log
+            let rfis: Vec<&LoggedRequest> = log
                 .iter()
                 .filter(|r| r.by(login) && r.path.contains("/rfis"))
                 .collect();
@@ -1246,13 +1196,13 @@ fn expired_token_is_refreshed_mid_sync() {
     );
     assert_eq!(a.attempts, 1, "the refresh happened within the attempt");
     assert_eq!(a.error_message, None);
-    let log: Vec<Req> = t
+    let log: Vec<LoggedRequest> = t
         .requests_since(seq)
         .into_iter()
         .filter(|r| r.by("user-1"))
         .collect();
-    let unauthorized: Vec<&Req> = log.iter().filter(|r| r.status == 401).collect();
-    let grants: Vec<&Req> = log.iter().filter(|r| r.is_token_grant()).collect();
+    let unauthorized: Vec<&LoggedRequest> = log.iter().filter(|r| r.status == 401).collect();
+    let grants: Vec<&LoggedRequest> = log.iter().filter(|r| r.is_token_grant()).collect();
     assert_eq!(
         unauthorized.len(),
         1,
@@ -1325,7 +1275,7 @@ fn expired_token_is_refreshed_mid_sync() {
     );
 
     // user-2: a second 401 right after a refresh does not refresh again.
-    let u2_log: Vec<Req> = t
+    let u2_log: Vec<LoggedRequest> = t
         .requests_since(t.base_seq)
         .into_iter()
         .filter(|r| r.by("user-2"))
@@ -1411,7 +1361,7 @@ fn invalid_grant_marks_the_user_for_reconnection_and_stops_queuing_it() {
         )
         .get(0);
     assert!(!connected, "the status view shows user-2 as not connected");
-    let grants: Vec<Req> = t
+    let grants: Vec<LoggedRequest> = t
         .requests_since(t.base_seq)
         .into_iter()
         .filter(|r| r.by("user-2") && r.is_token_grant())
@@ -1458,7 +1408,7 @@ fn invalid_grant_marks_the_user_for_reconnection_and_stops_queuing_it() {
             );
         }
     }
-    let after: Vec<Req> = t
+    let after: Vec<LoggedRequest> = t
         .requests_since(seq)
         .into_iter()
         .filter(|r| r.by("user-2"))
@@ -1537,7 +1487,7 @@ fn incremental_cycle_asks_only_for_changed_records_and_picks_up_an_edit() {
     let first_rfis_at = first_log
         .iter()
         .filter(|r| r.path.ends_with("/rfis"))
-        .map(Req::at)
+        .map(LoggedRequest::at)
         .min()
         .expect("rfis read in the first sync");
 
@@ -1567,7 +1517,7 @@ fn incremental_cycle_asks_only_for_changed_records_and_picks_up_an_edit() {
     let (status, written, second_requests, error) = t.sync_user(&mut c, u);
     assert_eq!(status, "completed", "{error:?}");
     let log = t.requests_since(seq);
-    let api: Vec<&Req> = log.iter().filter(|r| r.is_api()).collect();
+    let api: Vec<&LoggedRequest> = log.iter().filter(|r| r.is_api()).collect();
 
     let resources: BTreeSet<&str> = api.iter().filter_map(|r| r.resource.as_deref()).collect();
     for name in INCREMENTAL.iter().chain(ALWAYS_FULL.iter()) {
@@ -1599,7 +1549,7 @@ fn incremental_cycle_asks_only_for_changed_records_and_picks_up_an_edit() {
             assert!(window.is_none(), "{resource} is read in full: {}", r.query);
         }
     }
-    let rfis_reads: Vec<&&Req> = api
+    let rfis_reads: Vec<&&LoggedRequest> = api
         .iter()
         .filter(|r| r.resource.as_deref() == Some("rfis"))
         .collect();
