@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod fetch_pool;
 pub mod listener;
+pub mod metrics;
 pub mod procore;
 pub mod records;
 pub mod schedule;
