@@ -3,7 +3,7 @@
 //! with the same rules as a sync. Procore delivers at least once, late or out of order,
 //! and calls webhooks a best-effort signal: the periodic passes stay the backstop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -21,7 +21,8 @@ use crate::sync::wakeup;
 use procore_sync_core::catalog::{Resource, Scope};
 use procore_sync_core::fetch_pool::{FetchPool, Job};
 use procore_sync_core::webhooks::{
-    authorization_matches, catalog_resource_for, plan_work, record_path, Event, Work, WorkItem,
+    authorization_matches, catalog_resource_for, plan_work, record_path, Event, EventKind, Work,
+    WorkItem,
 };
 
 /// What became of a delivery.
@@ -123,6 +124,10 @@ struct Out {
     project_id: Option<i64>,
     user_id: String,
     attempts: i32,
+    /// Procore said the record was deleted (a delete tied with an update): a 404 confirms
+    /// it. Without that, a 404 may only mean this user may not see the record, and another
+    /// user's view must not lose it.
+    deleted_by_event: bool,
 }
 
 /// A sync worker's webhook work: events taken from the inbox, their fetches out on the
@@ -179,6 +184,11 @@ impl EventWork {
             .iter()
             .map(|e| (e.event.event_id.clone(), e.attempts))
             .collect();
+        let deletes: HashSet<String> = events
+            .iter()
+            .filter(|e| e.event.kind == EventKind::Delete)
+            .map(|e| e.event.event_id.clone())
+            .collect();
         let plain: Vec<Event> = events.into_iter().map(|e: InboxEvent| e.event).collect();
         let plan = plan_work(&plain);
         finish(
@@ -194,7 +204,8 @@ impl EventWork {
                 .copied()
                 .max()
                 .unwrap_or(1);
-            self.start(item, &resources, attempts, pool);
+            let deleted_by_event = item.event_ids.iter().any(|id| deletes.contains(id));
+            self.start(item, &resources, attempts, deleted_by_event, pool);
         }
         taken
     }
@@ -204,6 +215,7 @@ impl EventWork {
         item: WorkItem,
         resources: &[Resource],
         attempts: i32,
+        deleted_by_event: bool,
         pool: &mut FetchPool,
     ) {
         let record = &item.record;
@@ -299,6 +311,7 @@ impl EventWork {
                 project_id,
                 user_id: fetcher.user_id,
                 attempts,
+                deleted_by_event,
             },
         );
     }
@@ -324,8 +337,14 @@ impl EventWork {
                     retry_later(&out, &format!("could not write the record: {e}"));
                 }
             }
-            // Gone since the event, or the event was about a record Procore no longer has.
-            Ok(None) => mark_deleted(&out.item, &out.resource, out.company_id),
+            Ok(None) if out.deleted_by_event => {
+                mark_deleted(&out.item, &out.resource, out.company_id)
+            }
+            Ok(None) => finish(
+                ids,
+                "done",
+                Some("Procore answered 404 to this user; the next sync decides whether it is gone"),
+            ),
             Err(ProcoreError::Unauthorized) => {
                 if let Err(e) = in_transaction(|| queue::enqueue_user(&out.user_id)) {
                     log!(
