@@ -11,6 +11,7 @@ pub mod procore;
 pub mod records;
 pub mod schedule;
 pub mod statements;
+pub mod status_page;
 pub mod token_journal;
 pub mod walk;
 #[cfg(test)]
