@@ -15,6 +15,7 @@ pub mod standin;
 pub mod stop;
 pub mod table;
 pub mod wait;
+pub mod webhooks;
 
 pub use cluster::{ensure_extension_installed, Cluster, ClusterOptions, StopMode};
 pub use env::{Env, REDIRECT_URI};
