@@ -3,6 +3,7 @@
 //! sync walk. Plain Rust, tested with plain `cargo test -p procore_sync_core` in seconds;
 //! the extension is a thin layer over it.
 
+pub mod alerts;
 pub mod catalog;
 pub mod fetch_pool;
 pub mod listener;

@@ -1,0 +1,35 @@
+//! Operator alerts without Postgres: what deserves an alert, how a burst of them becomes one
+//! message, what the message says, and sending it by email (SMTP) or to a JSON webhook.
+//!
+//! The extension keeps the state (each user's, job's and the queue's streak, the pending
+//! alerts and their deliveries) in tables and calls in here with what it read:
+//! - [`on_user_outcome`], [`on_job_run`], [`on_queue_check`] and [`on_deliveries_check`]
+//!   turn an observation and the stored streak into the next streak and at most one
+//!   [`Alert`]: one per failure streak, one notice when it ends, so a user failing every ten
+//!   minutes for a day sends two messages, not 144.
+//! - [`compose`] turns the pending alerts into [`Message`]s once their minute is over: a
+//!   burst of more than a handful becomes one digest.
+//! - [`next_retry`] says when to try a failed delivery again, or that it is time to record
+//!   it as failed.
+//!
+//! No token, password or webhook URL reaches a message or an [`AlertError`]: every text that
+//! came from outside goes through [`scrub`] (bearer tokens, `access_token=`/`password=`
+//! values, URL userinfo) on its way into a message.
+
+mod alert;
+mod compose;
+mod error;
+mod policy;
+mod retry;
+mod scrub;
+
+pub use alert::Alert;
+pub use compose::{compose, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW};
+pub use error::AlertError;
+pub use policy::{
+    on_deliveries_check, on_job_run, on_queue_check, on_user_outcome, JobStreak, QueueCheck,
+    QueueState, RunOutcome, StreakState, UserOutcome, DEFAULT_QUEUE_STALL_AFTER,
+    JOB_FAILED_RUNS_BEFORE_ALERT,
+};
+pub use retry::next_retry;
+pub use scrub::scrub;
