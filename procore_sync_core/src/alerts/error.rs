@@ -67,6 +67,24 @@ impl AlertError {
     }
 }
 
+/// Whether an I/O timeout is behind `error`. A socket read timeout shows up as `TimedOut` or,
+/// on Linux, as `WouldBlock` (EAGAIN), which neither lettre nor ureq call a timeout.
+pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) {
+                return true;
+            }
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn detail_suffix(detail: &str) -> String {
     if detail.is_empty() {
         String::new()

@@ -9,8 +9,8 @@
 //!   minutes for a day sends two messages, not 144.
 //! - [`compose`] turns the pending alerts into [`Message`]s once their minute is over: a
 //!   burst of more than a handful becomes one digest.
-//! - [`next_retry`] says when to try a failed delivery again, or that it is time to record
-//!   it as failed.
+//! - [`send_email`] and [`send_webhook`] deliver one message; [`next_retry`] says when to try
+//!   a failed delivery again, or that it is time to record it as failed.
 //!
 //! No token, password or webhook URL reaches a message or an [`AlertError`]: every text that
 //! came from outside goes through [`scrub`] (bearer tokens, `access_token=`/`password=`
@@ -22,6 +22,11 @@ mod error;
 mod policy;
 mod retry;
 mod scrub;
+mod smtp;
+mod webhook;
+
+#[cfg(test)]
+mod transport_tests;
 
 pub use alert::Alert;
 pub use compose::{compose, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW};
@@ -33,3 +38,5 @@ pub use policy::{
 };
 pub use retry::next_retry;
 pub use scrub::scrub;
+pub use smtp::{send_email, SmtpEndpoint, SmtpLogin, SmtpSecurity};
+pub use webhook::send_webhook;
