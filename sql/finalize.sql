@@ -34,6 +34,8 @@ REVOKE EXECUTE ON FUNCTION procore_sync_webhook(jsonb, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_enable(uuid, bigint, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_disable(bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_check() FROM PUBLIC;
+-- Counts only, but of every role's jobs: granted to the exporter's role, not to PUBLIC.
+REVOKE EXECUTE ON FUNCTION procore_sync_metrics() FROM PUBLIC;
 
 DO $$
 BEGIN

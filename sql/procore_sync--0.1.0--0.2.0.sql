@@ -224,3 +224,16 @@ REVOKE EXECUTE ON FUNCTION procore_sync_webhook(jsonb, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_check() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_enable(uuid, bigint, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_webhooks_disable(bigint) FROM PUBLIC;
+
+-- The metrics as SQL (the same values as the listener's GET /metrics).
+CREATE FUNCTION "procore_sync_metrics"() RETURNS TABLE (
+	"name" TEXT,
+	"kind" TEXT,
+	"labels" jsonb,
+	"value" double precision
+)
+STRICT VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'procore_sync_metrics_wrapper';
+REVOKE EXECUTE ON FUNCTION procore_sync_metrics() FROM PUBLIC;

@@ -41,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
     // a library loaded later by a backend still offers every SQL function.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         sync::wakeup::request_shared_memory();
+        sync::counters::request_shared_memory();
         worker::scheduler::register();
         worker::listener::register();
     }

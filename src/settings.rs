@@ -33,6 +33,8 @@ pub static DELETE_ORPHANED_RECORDS: GucSetting<bool> = GucSetting::<bool>::new(f
 pub static HTTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_TLS_CERT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_TLS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_STATUS_TOKEN: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 pub static HTTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static HTTP_MAX_BODY_KB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static WEBHOOK_INBOX_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(100_000);
@@ -245,6 +247,14 @@ fn register_listener() {
         GucContext::Postmaster,
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
+    GucRegistry::define_string_guc(
+        c"procore_sync.http_status_token",
+        c"Bearer token that opens the listener's status page and metrics to other hosts.",
+        c"Without it, GET / and GET /metrics answer only to connections from this machine.",
+        &HTTP_STATUS_TOKEN,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_int_guc(
         c"procore_sync.http_max_connections",
         c"Connections the HTTP listener holds open at most; more are refused.",
@@ -299,6 +309,12 @@ pub fn http_listen() -> String {
 pub fn http_tls_files() -> Option<(String, String)> {
     let (cert, key) = (string(&HTTP_TLS_CERT), string(&HTTP_TLS_KEY));
     (!cert.is_empty() && !key.is_empty()).then_some((cert, key))
+}
+
+/// The status page's bearer token, if one is set.
+pub fn http_status_token() -> Option<Secret> {
+    let token = string(&HTTP_STATUS_TOKEN);
+    (!token.is_empty()).then(|| Secret::new(token))
 }
 
 pub fn http_max_connections() -> usize {

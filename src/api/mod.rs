@@ -5,5 +5,6 @@
 mod credentials;
 mod jobs;
 mod manual_sync;
+mod observe;
 mod queue;
 mod webhooks;

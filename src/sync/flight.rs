@@ -19,8 +19,9 @@ use pgrx::prelude::*;
 use crate::data::queue::{self, lock_user, unlock_user, Finish, TakenItem};
 use crate::data::transaction::in_transaction;
 use crate::data::{credentials, store};
-use crate::procore::{backoff, Client, ClientConfig};
+use crate::procore::{backoff, Client, ClientConfig, ProcoreError};
 use crate::settings;
+use crate::sync::counters;
 use crate::sync::user::{self, PgStore, RefreshStart};
 use crate::sync::webhooks::EventWork;
 use procore_sync_core::fetch_pool::{blocking_signals, Answer, FetchPool, Job};
@@ -367,6 +368,7 @@ impl Flight {
                 result,
                 rate_limit,
             } => {
+                counters::request(answer_status(&result));
                 // A user that ended meanwhile (lease lost, parked, shut down) is gone: its
                 // answer is dropped, never written.
                 if let Some(user) = self.users.get_mut(&walk) {
@@ -393,7 +395,14 @@ impl Flight {
                 work,
                 result,
                 rate_limit,
-            } => self.events.on_answer(work, result, rate_limit),
+            } => {
+                counters::request(match &result {
+                    Ok(Some(_)) => Some(200),
+                    Ok(None) => Some(404),
+                    Err(e) => e.http_status(),
+                });
+                self.events.on_answer(work, result, rate_limit)
+            }
         }
     }
 
@@ -451,6 +460,14 @@ impl Flight {
             }
         };
         report_activity(&text);
+    }
+}
+
+/// The HTTP status an answer came with; None when none came (timeout, connection).
+fn answer_status<T>(result: &Result<T, ProcoreError>) -> Option<u16> {
+    match result {
+        Ok(_) => Some(200),
+        Err(e) => e.http_status(),
     }
 }
 

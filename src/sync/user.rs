@@ -19,6 +19,7 @@ use crate::errors::SyncError;
 use crate::procore::{ProcoreError, Secret, TokenPair};
 use crate::records::RecordRow;
 use crate::settings;
+use crate::sync::counters;
 use procore_sync_core::walk::{
     ListingEnd, ListingRef, Progress, StoreError, SyncFailure, UserWalk, WalkConfig, WalkStore,
     REFRESH_MARGIN,
@@ -139,30 +140,33 @@ impl WalkStore for PgStore {
         let tracks_ids = listing.scope != Scope::User && listing.company_id.is_some();
         let seen = tracks_ids.then(|| self.seen.entry(listing.id).or_default());
         let queue_id = self.holder.queue_id;
-        self.holder.write(|user| {
-            visibility::lock_scope(&listing.resource, company, listing.project_id)?;
-            if let Some(seen) = seen {
-                seen.add(&ids)?;
-            }
-            let written = store::upsert_page(&listing.resource, company, listing.project_id, rows)?;
-            store::record_progress(&store::Progress {
-                queue_id,
-                user_id: user,
-                resource: &listing.resource,
-                company_id: listing.company_id,
-                project_id: listing.project_id,
-                pages: progress.pages,
-                records: progress.records + written,
-                requests: progress.requests,
-                rate_limit: progress.rate_limit.map(|r| {
-                    (
-                        r.remaining.min(i32::MAX as u32) as i32,
-                        r.limit.min(i32::MAX as u32) as i32,
-                    )
-                }),
-            })?;
-            Ok(written)
-        })
+        self.holder
+            .write(|user| {
+                visibility::lock_scope(&listing.resource, company, listing.project_id)?;
+                if let Some(seen) = seen {
+                    seen.add(&ids)?;
+                }
+                let written =
+                    store::upsert_page(&listing.resource, company, listing.project_id, rows)?;
+                store::record_progress(&store::Progress {
+                    queue_id,
+                    user_id: user,
+                    resource: &listing.resource,
+                    company_id: listing.company_id,
+                    project_id: listing.project_id,
+                    pages: progress.pages,
+                    records: progress.records + written,
+                    requests: progress.requests,
+                    rate_limit: progress.rate_limit.map(|r| {
+                        (
+                            r.remaining.min(i32::MAX as u32) as i32,
+                            r.limit.min(i32::MAX as u32) as i32,
+                        )
+                    }),
+                })?;
+                Ok(written)
+            })
+            .inspect(|written| counters::records_written(*written))
     }
 
     fn finish_listing(&mut self, listing: &ListingRef, end: &ListingEnd) -> Result<(), StoreError> {
@@ -330,6 +334,7 @@ pub fn end_refresh(
     if answer.is_ok() {
         settings::crash_if_failpoint("crash_after_token_refresh");
     }
+    counters::token_refresh(answer.is_ok());
     let committed = in_transaction(|| match answer {
         Ok(pair) => {
             credentials::save_tokens(user_id, &pair).map_err(db_failure)?;

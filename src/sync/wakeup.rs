@@ -34,6 +34,11 @@ pub fn request_shared_memory() {
     SHARED_MEMORY.store(true, Ordering::Relaxed);
 }
 
+/// Whether shared memory exists: the library was preloaded.
+pub fn preloaded() -> bool {
+    SHARED_MEMORY.load(Ordering::Relaxed)
+}
+
 /// The running scheduler makes itself known to the backends that change jobs.
 pub fn announce_scheduler() {
     if SHARED_MEMORY.load(Ordering::Relaxed) {

@@ -17,6 +17,7 @@ use crate::errors::SyncError;
 use crate::procore::{backoff, ProcoreError, RateLimit};
 use crate::records::RecordRow;
 use crate::settings;
+use crate::sync::counters::{self, EventOutcome};
 use crate::sync::wakeup;
 use procore_sync_core::catalog::{Resource, Scope};
 use procore_sync_core::fetch_pool::{FetchPool, Job};
@@ -82,11 +83,16 @@ pub fn receive(payload: &Value, authorization: Option<&str>) -> Result<Receipt, 
         None
     };
     if !inbox::record_event(&event, resource, dropped, settings::webhook_settle_ms())? {
+        counters::events(EventOutcome::Duplicate, 1);
         return Ok(Receipt::Duplicate);
     }
     match dropped {
-        Some(reason) => Ok(Receipt::Dropped(reason)),
+        Some(reason) => {
+            counters::events(EventOutcome::Dropped, 1);
+            Ok(Receipt::Dropped(reason))
+        }
         None => {
+            counters::events(EventOutcome::Recorded, 1);
             wakeup::wake_scheduler_for_inbox_at_commit();
             Ok(Receipt::Recorded)
         }
@@ -329,12 +335,22 @@ impl EventWork {
         let ids = &out.item.event_ids;
         match result {
             Ok(Some(rows)) => {
-                let written = in_transaction(|| -> Result<(), SyncError> {
-                    store::upsert_page(&out.resource, Some(out.company_id), out.project_id, rows)?;
-                    inbox::finish_events(ids, "done", None)
+                let written = in_transaction(|| -> Result<i64, SyncError> {
+                    let written = store::upsert_page(
+                        &out.resource,
+                        Some(out.company_id),
+                        out.project_id,
+                        rows,
+                    )?;
+                    inbox::finish_events(ids, "done", None)?;
+                    Ok(written)
                 });
-                if let Err(e) = written {
-                    retry_later(&out, &format!("could not write the record: {e}"));
+                match written {
+                    Ok(written) => {
+                        counters::records_written(written);
+                        counters::events(EventOutcome::Done, ids.len());
+                    }
+                    Err(e) => retry_later(&out, &format!("could not write the record: {e}")),
                 }
             }
             Ok(None) if out.deleted_by_event => {
@@ -368,6 +384,9 @@ fn mark_deleted(item: &WorkItem, resource: &str, company_id: i64) {
         inbox::mark_deleted(resource, company_id, item.record.resource_id)?;
         inbox::finish_events(&item.event_ids, "done", None)
     });
+    if marked.is_ok() {
+        counters::events(EventOutcome::Done, item.event_ids.len());
+    }
     if let Err(e) = marked {
         retry(
             &item.event_ids,
@@ -405,10 +424,16 @@ fn finish(event_ids: &[String], status: &str, note: Option<&str>) {
     if event_ids.is_empty() {
         return;
     }
-    if let Err(e) = in_transaction(|| inbox::finish_events(event_ids, status, note)) {
-        log!(
+    let outcome = match status {
+        "done" => EventOutcome::Done,
+        "dropped" => EventOutcome::Dropped,
+        _ => EventOutcome::Failed,
+    };
+    match in_transaction(|| inbox::finish_events(event_ids, status, note)) {
+        Ok(()) => counters::events(outcome, event_ids.len()),
+        Err(e) => log!(
             "procore_sync: could not record the end of {} webhook event(s): {e}",
             event_ids.len()
-        );
+        ),
     }
 }

@@ -1,5 +1,6 @@
 //! The built-in HTTP listener's process, started at server start when
-//! `procore_sync.http_listen` is set. Its network side (`procore_sync_core::listener`, on
+//! `procore_sync.http_listen` is set: webhooks at `POST /procore/webhooks`, the status page
+//! at `GET /` and Prometheus metrics at `GET /metrics`. Its network side (`procore_sync_core::listener`, on
 //! threads with every signal blocked) reads requests whole, within its limits and
 //! timeouts; this main thread answers them one at a time, the only one touching Postgres.
 //! It never waits on the scheduler or the syncs: a delivery costs one short transaction.
@@ -13,13 +14,21 @@ use serde_json::{json, Value};
 use crate::data::installed;
 use crate::data::transaction::in_transaction;
 use crate::errors::SyncError;
+use crate::procore::Secret;
 use crate::settings;
 use crate::sync::launch::LIBRARY;
+use crate::sync::observe;
 use crate::sync::webhooks::receive;
 use procore_sync_core::fetch_pool::blocking_signals;
 use procore_sync_core::listener::{Incoming, Listener, ListenerConfig, TlsFiles};
+use procore_sync_core::metrics::render_prometheus;
+use procore_sync_core::status_page::render_html;
+use procore_sync_core::webhooks::authorization_matches;
 
 pub const WEBHOOK_PATH: &str = "/procore/webhooks";
+
+/// How often the status page reloads itself.
+const STATUS_REFRESH_SECONDS: u32 = 10;
 
 /// How long the main thread waits for a request before it looks at its signals.
 const TICK: Duration = Duration::from_millis(100);
@@ -96,6 +105,18 @@ pub extern "C-unwind" fn procore_sync_listener_main(_arg: pg_sys::Datum) {
 
 fn answer(request: Incoming, schema_ready: bool) {
     match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/" | "/metrics") if !may_look(&request) => respond(
+            request,
+            401,
+            json!({"error": "the status page and metrics need procore_sync.http_status_token as a Bearer token from another host"}),
+        ),
+        ("GET", "/" | "/metrics") if !schema_ready => respond(
+            request,
+            503,
+            json!({"error": "procore_sync is not installed at this library's version in this database"}),
+        ),
+        ("GET", "/metrics") => serve_metrics(request),
+        ("GET", "/") => serve_status_page(request),
         ("POST", WEBHOOK_PATH) if schema_ready => receive_webhook(request),
         ("POST", WEBHOOK_PATH) => respond(
             request,
@@ -139,6 +160,44 @@ fn receive_webhook(request: Incoming) {
             }
             respond(request, status, json!({"error": e.to_string()}))
         }
+    }
+}
+
+/// The status page and metrics are read-only but tell who is connected and what failed:
+/// only this machine may look, or whoever holds the bearer token.
+fn may_look(request: &Incoming) -> bool {
+    if request.peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = settings::http_status_token() else {
+        return false;
+    };
+    let expected = Secret::new(format!("Bearer {}", token.expose()));
+    authorization_matches(
+        request.authorization.as_ref().map(Secret::expose),
+        &expected,
+    )
+}
+
+fn serve_metrics(request: Incoming) {
+    match in_transaction(observe::metrics) {
+        Ok(metrics) => request.respond(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_prometheus(&metrics).into_bytes(),
+        ),
+        Err(e) => respond(request, 500, json!({"error": e.to_string()})),
+    }
+}
+
+fn serve_status_page(request: Incoming) {
+    match in_transaction(observe::status_page) {
+        Ok(page) => request.respond(
+            200,
+            "text/html; charset=utf-8",
+            render_html(&page, STATUS_REFRESH_SECONDS).into_bytes(),
+        ),
+        Err(e) => respond(request, 500, json!({"error": e.to_string()})),
     }
 }
 

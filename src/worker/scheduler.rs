@@ -23,6 +23,7 @@ use crate::data::queue;
 use crate::data::transaction::in_transaction;
 use crate::schedule::{self, Schedule};
 use crate::settings;
+use crate::sync::counters;
 use crate::sync::launch::{self, LIBRARY};
 use crate::sync::wakeup;
 
@@ -294,7 +295,7 @@ fn tick(
                 .as_ref()
                 .and_then(|s| first_run(job, s, now, zone, start_pass));
         }
-        reap_finished_run(state);
+        reap_finished_run(job.jobid, state);
         let Some(due) = state.next_run else { continue };
         if due > now {
             continue;
@@ -305,11 +306,13 @@ fn tick(
         if state.running.is_some() {
             continue; // previous run still going: this slot is skipped, as in pg_cron
         }
+        let lateness = (Utc::now() - due).num_microseconds().unwrap_or(0).max(0);
+        counters::scheduler_tick(lateness as u64);
         state.running = start_job(job);
     }
     // Runs of jobs deleted while running still need their end recorded.
-    for state in states.values_mut() {
-        reap_finished_run(state);
+    for (jobid, state) in states.iter_mut() {
+        reap_finished_run(*jobid, state);
     }
     RESTART_JOBS_STARTED.store(true, Ordering::Relaxed);
     Ok(())
@@ -345,7 +348,7 @@ fn first_run(
 }
 
 /// Follows a job's runner: `running` once it is up, and its reported end once it is gone.
-fn reap_finished_run(state: &mut JobState) {
+fn reap_finished_run(jobid: i64, state: &mut JobState) {
     let Some((runid, worker)) = &state.running else {
         return;
     };
@@ -363,13 +366,17 @@ fn reap_finished_run(state: &mut JobState) {
             state.marked_running = false;
             let _ = in_transaction(|| match job_runner::take_result(runid) {
                 Some(result) => {
+                    counters::job_run(jobid, result.succeeded);
                     jobs::finish_run(runid, result.succeeded, &result.message, result.pid)
                 }
                 // Killed, role dropped, database gone: the runner never reported.
-                None => jobs::fail_run(
-                    runid,
-                    "job runner exited before recording a result (see the server log)",
-                ),
+                None => {
+                    counters::job_run(jobid, false);
+                    jobs::fail_run(
+                        runid,
+                        "job runner exited before recording a result (see the server log)",
+                    )
+                }
             });
         }
         Err(_) => {}

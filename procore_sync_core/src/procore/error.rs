@@ -95,7 +95,6 @@ impl ProcoreError {
 
     /// The HTTP status behind the error, for the variants that always come from one status
     /// or record it. `InvalidGrant`/`InvalidClient` arrive as 400 or 401 and report `None`.
-    #[cfg(test)]
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ProcoreError::Unauthorized => Some(401),
