@@ -163,7 +163,9 @@ pub fn resolve_private(
     id: u64,
     visible_to: &[String],
 ) -> Result<(Resource, BTreeSet<u64>), AccessError> {
-    let resource = Resource::from_name(resource)
+    let resource = data
+        .world
+        .resource_named(resource)
         .ok_or_else(|| AccessError::Invalid(format!("unknown resource {resource:?}")))?;
     if resource.parent() != Some(Resource::Projects) && resource != Resource::Vendors {
         return Err(AccessError::Invalid(format!(
@@ -244,6 +246,20 @@ impl<'a> Viewer<'a> {
             .is_none_or(|users| users.contains(&self.user))
     }
 
+    /// Privacy of a nested record's containers: a drawing area private to others hides
+    /// its drawings too, as deleting it would.
+    fn sees_containers(&self, resource: Resource, id: u64) -> bool {
+        if self.access.private.is_empty() {
+            return true;
+        }
+        match (resource.container(), self.data.container_of(resource, id)) {
+            (Some(container), Some(c)) => {
+                self.sees(container, c) && self.sees_containers(container, c)
+            }
+            _ => true,
+        }
+    }
+
     /// The companies `GET /companies` lists: owned ones not taken away, then those the
     /// login is a member of, ascending.
     pub fn companies(&self) -> Vec<u64> {
@@ -278,8 +294,38 @@ impl<'a> Viewer<'a> {
                 resource.split_id(id).0 == scope
                     && self.data.exists(resource, id)
                     && self.sees(resource, id)
+                    && self.sees_containers(resource, id)
             }
         }
+    }
+
+    /// The records in a container that this login sees (the container itself is the
+    /// caller's to check, with `lists`).
+    pub fn children(&self, resource: Resource, container: u64) -> Vec<u64> {
+        let mut ids = self.data.children(resource, container);
+        if !self.access.private.is_empty() {
+            ids.retain(|&id| self.sees(resource, id));
+        }
+        ids
+    }
+
+    /// The deleted records of a project tool in `scope` that this login would see were
+    /// they not deleted: a recycle bin, or `filters[include_deleted]=only`.
+    pub fn recycled(&self, resource: Resource, scope: u64) -> Vec<u64> {
+        let mut ids = self.data.deleted_ids(resource, scope);
+        if !self.access.private.is_empty() {
+            ids.retain(|&id| self.sees(resource, id) && self.sees_containers(resource, id));
+        }
+        ids
+    }
+
+    /// Whether `recycled(resource, scope)` contains `id`, without building the list.
+    pub fn lists_recycled(&self, resource: Resource, scope: u64, id: u64) -> bool {
+        resource.split_id(id).0 == scope
+            && self.data.is_deleted(resource, id)
+            && self.data.in_world(resource, id)
+            && self.sees(resource, id)
+            && self.sees_containers(resource, id)
     }
 
     /// The ids a list in `scope` returns to this login (before filters and pages), for
@@ -293,7 +339,7 @@ impl<'a> Viewer<'a> {
             let grant = self.grant(scope);
             ids.retain(|&project| grant.is_some_and(|g| g.allows(project)));
         } else if !self.access.private.is_empty() {
-            ids.retain(|&id| self.sees(resource, id));
+            ids.retain(|&id| self.sees(resource, id) && self.sees_containers(resource, id));
         }
         ids
     }
@@ -462,6 +508,77 @@ mod tests {
                             "user {user}, {resource:?} {id} in {scope}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_private_container_hides_what_is_inside_it() {
+        let p = 1_001_001;
+        let area = Resource::DrawingAreas.id(p, 1);
+        let folder = Resource::Folders.id(p, 2);
+        let w = World {
+            members: vec![member("user-2", 1001, None)],
+            private_records: vec![
+                PrivateRecord {
+                    resource: "drawing_areas".to_string(),
+                    id: area,
+                    visible_to: vec!["user-2".to_string()],
+                },
+                PrivateRecord {
+                    resource: "folders".to_string(),
+                    id: folder,
+                    visible_to: vec![],
+                },
+            ],
+            catalog: Some(crate::catalog::Catalog::DEFAULT),
+            ..world()
+        };
+        let mut o = Overrides::default();
+        let rfi = Resource::Rfis.id(p, 2);
+        o.apply(
+            &w,
+            Resource::Rfis,
+            rfi,
+            Mutation::Delete,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let a = Access::from_world(&w).unwrap();
+        let d = Data::new(&w, &o);
+        let (one, two) = (Viewer::new(d, &a, 1), Viewer::new(d, &a, 2));
+        let drawing = Resource::Drawings.id(p, 1);
+        assert!(!one.lists(Resource::Drawings, p, drawing));
+        assert!(two.lists(Resource::Drawings, p, drawing));
+        assert!(!one.ids(Resource::Drawings, p).contains(&drawing));
+        // Files two levels below the folder nobody may see.
+        let file = Resource::Files.id(p, 7);
+        assert_eq!(
+            d.container_of(Resource::Files, file),
+            Some(Resource::Folders.id(p, 4))
+        );
+        assert!(!two.lists(Resource::Files, p, file));
+        assert!(
+            two.children(Resource::Folders, Resource::Folders.id(p, 1))
+                .len()
+                == 1
+        );
+        // Recycle bins list what the login would see, deleted.
+        assert_eq!(one.recycled(Resource::Rfis, p), vec![rfi]);
+        assert!(one.lists_recycled(Resource::Rfis, p, rfi));
+        assert!(!one.lists_recycled(Resource::Rfis, p, Resource::Rfis.id(p, 1)));
+        // lists agrees with ids for every catalog record of the project.
+        for v in [one, two] {
+            for resource in Resource::CATALOG {
+                let listed = v.ids(resource, p);
+                for i in 0..=30 {
+                    let id = resource.id(p, i);
+                    assert_eq!(
+                        v.lists(resource, p, id),
+                        listed.contains(&id),
+                        "{resource:?} {i}"
+                    );
                 }
             }
         }

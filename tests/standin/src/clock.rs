@@ -1,9 +1,17 @@
 //! Wall-clock helpers shared by tokens, rate limits and record timestamps.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 
 pub fn now() -> DateTime<Utc> {
     Utc::now()
+}
+
+/// The stand-in's "today" for daily logs: the world's `catalog.today` when it pins one
+/// (a valid `YYYY-MM-DD`), else the current UTC date.
+pub fn today(pinned: Option<&str>) -> NaiveDate {
+    pinned
+        .and_then(|day| crate::catalog::parse_date(day).ok())
+        .unwrap_or_else(|| now().date_naive())
 }
 
 pub fn epoch_seconds(t: DateTime<Utc>) -> u64 {

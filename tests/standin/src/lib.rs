@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod admin_access;
 mod api;
+mod catalog;
 mod clock;
 mod faults;
 mod filters;

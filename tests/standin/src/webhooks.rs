@@ -150,10 +150,26 @@ impl EventType {
 }
 
 /// The resource names Procore's webhooks use for the stand-in's resources. Companies
-/// have none: Procore publishes no webhook resource for them.
+/// have none: Procore publishes no webhook resource for them. Nor, here, do the
+/// catalog's resources (drawings, documents, daily logs, commitments, ...): their
+/// Procore names are not confirmed, so triggers cannot name them and their mutations
+/// raise no events.
 pub fn webhook_name(resource: Resource) -> Option<&'static str> {
     Some(match resource {
-        Resource::Companies => return None,
+        Resource::Companies
+        | Resource::DrawingAreas
+        | Resource::Drawings
+        | Resource::Folders
+        | Resource::Files
+        | Resource::RfiReplies
+        | Resource::ManpowerLogs
+        | Resource::NotesLogs
+        | Resource::WeatherLogs
+        | Resource::WorkOrderContracts
+        | Resource::PurchaseOrderContracts
+        | Resource::ChangeOrderPackages
+        | Resource::Meetings
+        | Resource::Inspections => return None,
         Resource::Projects => "Projects",
         Resource::Vendors => "Company Vendors",
         Resource::ProjectUsers => "Project Users",

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct World {
@@ -29,6 +31,10 @@ pub struct World {
     pub owner_projects: Vec<Membership>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub private_records: Vec<PrivateRecord>,
+    /// The optional catalog (see `catalog`): absent (the default), the stand-in serves
+    /// the nine core resources only, exactly as before the catalog existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<Catalog>,
 }
 
 /// `{"login", "company_id", "projects": [ids] | null}`; null or omitted means every
@@ -69,6 +75,7 @@ impl Default for World {
             members: Vec::new(),
             owner_projects: Vec::new(),
             private_records: Vec::new(),
+            catalog: None,
         }
     }
 }
@@ -102,6 +109,9 @@ impl World {
         if self.client_id.is_empty() || self.client_secret.is_empty() {
             return Err("client_id and client_secret must not be empty".to_string());
         }
+        if let Some(catalog) = &self.catalog {
+            catalog.validate(self.records_per_resource)?;
+        }
         crate::access::Access::from_world(self).map(drop)
     }
 
@@ -111,13 +121,33 @@ impl World {
         (1..=self.users).contains(&n).then_some(n)
     }
 
-    /// How many records of `resource` the world generates in one scope.
+    /// How many records of `resource` the world generates in one scope (none of the
+    /// catalog's without a catalog).
     pub fn generated(&self, resource: Resource) -> u64 {
         match resource {
             Resource::Companies => self.companies_per_user,
             Resource::Projects => self.projects_per_company,
+            r if r.is_catalog() => self
+                .catalog
+                .as_ref()
+                .map_or(0, |c| c.generated(r, self.records_per_resource)),
             _ => self.records_per_resource,
         }
+    }
+
+    /// Whether the world serves the catalog (its resources, recycle bins and
+    /// `filters[include_deleted]`).
+    pub fn has_catalog(&self) -> bool {
+        self.catalog.is_some()
+    }
+
+    /// A resource by name, as this world knows them: the catalog's only with a catalog.
+    pub fn resource_named(&self, name: &str) -> Option<Resource> {
+        Resource::from_name(name).or_else(|| {
+            Resource::CATALOG
+                .into_iter()
+                .find(|r| self.has_catalog() && r.name() == name)
+        })
     }
 }
 
@@ -132,9 +162,24 @@ pub enum Resource {
     PunchItems,
     Observations,
     ChangeEvents,
+    // The optional catalog (`crate::catalog`), all in their project's id space.
+    DrawingAreas,
+    Drawings,
+    Folders,
+    Files,
+    RfiReplies,
+    ManpowerLogs,
+    NotesLogs,
+    WeatherLogs,
+    WorkOrderContracts,
+    PurchaseOrderContracts,
+    ChangeOrderPackages,
+    Meetings,
+    Inspections,
 }
 
 impl Resource {
+    /// The core resources, served by every world. (The catalog's are `CATALOG`.)
     pub const ALL: [Resource; 9] = [
         Resource::Companies,
         Resource::Projects,
@@ -157,6 +202,24 @@ impl Resource {
         Resource::ChangeEvents,
     ];
 
+    /// The catalog's resources, in the order `/__admin/records` lists them after each
+    /// project's core tools. Served only by worlds with a `catalog`.
+    pub const CATALOG: [Resource; 13] = [
+        Resource::DrawingAreas,
+        Resource::Drawings,
+        Resource::Folders,
+        Resource::Files,
+        Resource::RfiReplies,
+        Resource::ManpowerLogs,
+        Resource::NotesLogs,
+        Resource::WeatherLogs,
+        Resource::WorkOrderContracts,
+        Resource::PurchaseOrderContracts,
+        Resource::ChangeOrderPackages,
+        Resource::Meetings,
+        Resource::Inspections,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Resource::Companies => "companies",
@@ -168,9 +231,23 @@ impl Resource {
             Resource::PunchItems => "punch_items",
             Resource::Observations => "observations",
             Resource::ChangeEvents => "change_events",
+            Resource::DrawingAreas => "drawing_areas",
+            Resource::Drawings => "drawings",
+            Resource::Folders => "folders",
+            Resource::Files => "files",
+            Resource::RfiReplies => "rfi_replies",
+            Resource::ManpowerLogs => "manpower_logs",
+            Resource::NotesLogs => "notes_logs",
+            Resource::WeatherLogs => "weather_logs",
+            Resource::WorkOrderContracts => "work_order_contracts",
+            Resource::PurchaseOrderContracts => "purchase_order_contracts",
+            Resource::ChangeOrderPackages => "change_order_packages",
+            Resource::Meetings => "meetings",
+            Resource::Inspections => "inspections",
         }
     }
 
+    /// A core resource by name (see `World::resource_named` for the catalog's).
     pub fn from_name(name: &str) -> Option<Resource> {
         Resource::ALL.into_iter().find(|r| r.name() == name)
     }
@@ -202,17 +279,83 @@ impl Resource {
     }
 
     /// Procore's list endpoints differ here; the catalog records which accept the filter.
+    /// (Procore documents none for drawing areas, drawings, folders, RFI replies or
+    /// daily logs, whose lists answer by date instead.)
     pub fn filters_by_updated_at(self) -> bool {
-        !matches!(self, Resource::Companies | Resource::ProjectUsers)
+        !matches!(
+            self,
+            Resource::Companies
+                | Resource::ProjectUsers
+                | Resource::DrawingAreas
+                | Resource::Drawings
+                | Resource::Folders
+                | Resource::Files
+                | Resource::RfiReplies
+                | Resource::ManpowerLogs
+                | Resource::NotesLogs
+                | Resource::WeatherLogs
+        )
     }
 
     /// The field that carries the record's human text (and the injection-bait string).
     pub fn text_field(self) -> &'static str {
         match self {
             Resource::Rfis => "subject",
-            Resource::Submittals | Resource::ChangeEvents => "title",
+            Resource::Submittals
+            | Resource::ChangeEvents
+            | Resource::Drawings
+            | Resource::WorkOrderContracts
+            | Resource::PurchaseOrderContracts
+            | Resource::ChangeOrderPackages
+            | Resource::Meetings => "title",
+            Resource::RfiReplies => "plain_text_body",
+            Resource::ManpowerLogs => "notes",
+            Resource::NotesLogs => "comment",
+            Resource::WeatherLogs => "comments",
             _ => "name",
         }
+    }
+
+    pub fn is_catalog(self) -> bool {
+        Resource::CATALOG.contains(&self)
+    }
+
+    /// The resource whose record a nested record lives in: a drawing's area, a reply's
+    /// RFI, a folder's or file's folder. (The root folder has none.)
+    pub fn container(self) -> Option<Resource> {
+        match self {
+            Resource::Drawings => Some(Resource::DrawingAreas),
+            Resource::Folders | Resource::Files => Some(Resource::Folders),
+            Resource::RfiReplies => Some(Resource::Rfis),
+            _ => None,
+        }
+    }
+
+    /// Daily logs: listed by date (`log_date`, or `start_date` with `end_date`).
+    pub fn is_dated(self) -> bool {
+        matches!(
+            self,
+            Resource::ManpowerLogs | Resource::NotesLogs | Resource::WeatherLogs
+        )
+    }
+
+    /// The resources whose deleted records a recycle-bin listing shows.
+    pub fn has_recycle_bin(self) -> bool {
+        matches!(
+            self,
+            Resource::Rfis | Resource::Submittals | Resource::PunchItems | Resource::Observations
+        )
+    }
+
+    /// The lists that take `filters[include_deleted]` (`only` or `with`).
+    pub fn takes_include_deleted(self) -> bool {
+        matches!(
+            self,
+            Resource::ChangeEvents
+                | Resource::WorkOrderContracts
+                | Resource::PurchaseOrderContracts
+                | Resource::ChangeOrderPackages
+        )
     }
 
     /// The company that owns a record of this resource.
