@@ -10,7 +10,7 @@ use crate::admin_access;
 use crate::clock::{epoch_seconds, iso, now, record_time_now};
 use crate::faults::FaultRule;
 use crate::http::{param, Request, Response};
-use crate::records::{Mutation, MutationError};
+use crate::records::{Mutation, MutationError, Placement};
 use crate::state::{Shared, State};
 use crate::webhooks::{self, Change, EventType};
 use crate::world::{Resource, World};
@@ -173,15 +173,38 @@ struct MutateBody {
     /// `metadata.source_application_id` of the webhook event, as if an app made it.
     #[serde(default)]
     source_application_id: Option<String>,
+    /// Catalog: the container an added nested record goes into (a drawing area for
+    /// drawings, a folder for folders and files, an RFI for rfi_replies).
+    #[serde(default)]
+    parent_id: Option<u64>,
 }
 
 fn mutate(shared: &Shared, req: &Request) -> AdminResult {
     let body: MutateBody = body(req)?;
-    let resource = Resource::from_name(&body.resource)
-        .ok_or_else(|| (400, format!("unknown resource {:?}", body.resource)))?;
     let at = record_time_now();
     let mut state = shared.lock();
     let state = &mut *state;
+    let resource = state
+        .world
+        .resource_named(&body.resource)
+        .ok_or_else(|| (400, format!("unknown resource {:?}", body.resource)))?;
+    let container = resource.container();
+    match (container, body.parent_id, body.action.as_str()) {
+        (Some(_), None, "add") => {
+            return Err((400, format!("adding {} needs parent_id", resource.name())))
+        }
+        (None, Some(_), _) | (Some(_), Some(_), "edit" | "delete" | "restore") => {
+            return Err((
+                400,
+                format!(
+                    "parent_id is only for adding nested records, not {} {}",
+                    body.action,
+                    resource.name()
+                ),
+            ))
+        }
+        _ => {}
+    }
     let not_found = |what: String| (404, format!("{what} not found"));
     // Checked before anything changes, so a refused call leaves no trace.
     let acting_user = match body.login.as_deref() {
@@ -206,13 +229,39 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
             Some(Resource::Companies) => body
                 .company_id
                 .ok_or_else(|| (400, format!("adding {} needs company_id", resource.name())))?,
-            Some(_) => body
-                .project_id
-                .ok_or_else(|| (400, format!("adding {} needs project_id", resource.name())))?,
+            // A nested record goes into its container's project.
+            Some(_) => match (container, body.parent_id) {
+                (Some(kind), Some(parent)) => {
+                    let project = kind.project_of(parent).unwrap_or(0);
+                    if body.project_id.is_some_and(|p| p != project) {
+                        return Err((
+                            400,
+                            format!("{} {parent} is not in project_id's project", kind.name()),
+                        ));
+                    }
+                    project
+                }
+                _ => body
+                    .project_id
+                    .ok_or_else(|| (400, format!("adding {} needs project_id", resource.name())))?,
+            },
+        };
+        // Added daily logs are dated today (the stand-in's, see `clock::today`).
+        let placement = Placement {
+            container: body.parent_id,
+            date: resource.is_dated().then(|| {
+                crate::clock::today(
+                    state
+                        .world
+                        .catalog
+                        .as_ref()
+                        .and_then(|c| c.today.as_deref()),
+                )
+            }),
         };
         state
             .overrides
-            .add(&state.world, resource, scope, at)
+            .add_placed(&state.world, resource, scope, placement, at)
             .map_err(|MutationError::NotFound| {
                 not_found(format!(
                     "scope {scope} of {} (or it is full)",
@@ -247,6 +296,16 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
                 ),
             ));
         }
+        if resource == Resource::Folders
+            && mutation == Mutation::Delete
+            && resource.split_id(id).1 == 1
+            && state.data().in_world(resource, id)
+        {
+            return Err((
+                400,
+                format!("folders {id} is a project's root folder and cannot be deleted"),
+            ));
+        }
         state
             .overrides
             .apply(&state.world, resource, id, mutation, at)
@@ -271,7 +330,7 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
         shared.notify();
     }
     let data = state.data();
-    Ok(json!({
+    let mut answer = json!({
         "ok": true,
         "action": body.action,
         "resource": resource.name(),
@@ -281,7 +340,21 @@ fn mutate(shared: &Shared, req: &Request) -> AdminResult {
         "updated_at": iso(data.updated_at(resource, id)),
         "deleted": data.is_deleted(resource, id),
         "event_id": event.map(|e| e.id),
-    }))
+    });
+    // Nested catalog records also say where they live (core answers are unchanged).
+    if let (Some(_), Value::Object(map)) = (container, &mut answer) {
+        map.insert(
+            "parent_id".to_string(),
+            json!(data.container_of(resource, id)),
+        );
+    }
+    if let (Some(date), Value::Object(map)) = (data.log_date(resource, id), &mut answer) {
+        map.insert(
+            "date".to_string(),
+            json!(date.format("%Y-%m-%d").to_string()),
+        );
+    }
+    Ok(answer)
 }
 
 fn requests(shared: &Shared, req: &Request) -> AdminResult {
@@ -357,6 +430,13 @@ fn records(state: &State, req: &Request) -> Response {
             for tool in Resource::PROJECT_TOOLS {
                 for id in list(tool, project) {
                     push(tool, id);
+                }
+            }
+            if data.world.has_catalog() {
+                for tool in Resource::CATALOG {
+                    for id in list(tool, project) {
+                        push(tool, id);
+                    }
                 }
             }
         }

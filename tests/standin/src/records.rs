@@ -633,7 +633,9 @@ impl Overrides {
     }
 
     /// Adds a record to a scope (user for companies, company for projects and vendors,
-    /// project for project tools) and returns its id.
+    /// project for project tools) and returns its id. (The admin API adds through
+    /// `add_placed`, which also places catalog records.)
+    #[cfg(test)]
     pub fn add(
         &mut self,
         world: &World,

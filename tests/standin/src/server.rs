@@ -217,8 +217,12 @@ fn apply_fault(state: &mut State, req: &Request, now: u64, outcome: &mut Outcome
 fn api_request(shared: &Shared, req: &Request) -> Outcome {
     let now = epoch_seconds(now());
     let pairs = req.query_pairs();
-    let routed = api::route(&req.method, &req.path, &pairs);
     let mut outcome = Outcome::new(Response::errors(500, "unhandled"), true);
+
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    // Routed under the lock: the world decides whether the catalog's paths exist.
+    let routed = api::route_with(&req.method, &req.path, &pairs, state.world.has_catalog());
     match &routed {
         Ok(route) => {
             outcome.resource = Some(route.resource);
@@ -227,9 +231,6 @@ fn api_request(shared: &Shared, req: &Request) -> Outcome {
         }
         Err(error) => outcome.resource = error.resource,
     }
-
-    let mut guard = shared.lock();
-    let state = &mut *guard;
     outcome.delay = Duration::from_millis(state.world.latency_ms);
     let token = req.bearer_token();
     outcome.login = token
