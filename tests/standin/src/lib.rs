@@ -22,5 +22,6 @@ mod tokens;
 mod webhooks;
 mod world;
 
+pub use catalog::Catalog;
 pub use server::{start, Options, Running};
 pub use world::World;
