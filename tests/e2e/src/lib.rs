@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod describe;
 pub mod env;
+pub mod observe;
 pub mod request_log;
 pub mod rls;
 pub mod standin;
