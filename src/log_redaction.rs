@@ -1,5 +1,5 @@
-//! Keeps Procore tokens and authorization codes that a caller typed into SQL out of the
-//! server log. Postgres logs the statement text with every error (and with
+//! Keeps Procore tokens, authorization codes and webhook secrets that a caller typed into
+//! SQL out of the server log. Postgres logs the statement text with every error (and with
 //! `log_statement`), so `SELECT procore_set_tokens(..., 'the-token', ...)` failing on a bad
 //! uuid would otherwise write the token to disk.
 
@@ -10,7 +10,12 @@ use pgrx::prelude::*;
 
 static mut PREVIOUS_HOOK: pg_sys::emit_log_hook_type = None;
 
-const CREDENTIAL_CALLS: [&str; 2] = ["procore_connect", "procore_set_tokens"];
+/// `procore_sync_webhook` carries a hook's secret as its `authorization` argument.
+const CREDENTIAL_CALLS: [&str; 3] = [
+    "procore_connect",
+    "procore_set_tokens",
+    "procore_sync_webhook(",
+];
 
 pub fn install() {
     unsafe {
@@ -36,8 +41,9 @@ unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::Error
         // log_statement / log_min_duration_statement put the text (and bind parameters) in
         // the message and detail themselves.
         if mentions_credentials((*edata).message) {
-            (*edata).message =
-                pg_sys::pstrdup(c"statement hidden: it carries Procore credentials".as_ptr());
+            (*edata).message = pg_sys::pstrdup(
+                c"statement hidden: it carries Procore credentials or a webhook secret".as_ptr(),
+            );
         }
         // Bind parameters show up in the detail (log_statement) or the context
         // (log_parameter_max_length_on_error).

@@ -324,12 +324,26 @@ pub fn fetcher_for(
     })
 }
 
-/// A record deleted in Procore: marked, never dropped, as a full pass would.
-pub fn mark_deleted(resource: &str, company_id: i64, procore_id: i64) -> Result<(), SyncError> {
+/// A record deleted in Procore: marked, never dropped, as a full pass would. `deleted_at`:
+/// when the delete event happened, if only an event says so; a record Procore changed
+/// after that (restored, and its update handled first) stays live, since deliveries come
+/// in any order.
+pub fn mark_deleted(
+    resource: &str,
+    company_id: i64,
+    procore_id: i64,
+    deleted_at: Option<DateTime<Utc>>,
+) -> Result<(), SyncError> {
     Spi::run_with_args(
         "UPDATE procore_records SET deleted_at = now()
-         WHERE resource = $1 AND company_id = $2 AND procore_id = $3 AND deleted_at IS NULL",
-        &[resource.into(), company_id.into(), procore_id.into()],
+         WHERE resource = $1 AND company_id = $2 AND procore_id = $3 AND deleted_at IS NULL
+           AND ($4::timestamptz IS NULL OR updated_at IS NULL OR updated_at <= $4)",
+        &[
+            resource.into(),
+            company_id.into(),
+            procore_id.into(),
+            deleted_at.map(timestamps::to_sql).into(),
+        ],
     )?;
     Ok(())
 }

@@ -253,7 +253,7 @@ impl EventWork {
             _ => 0,
         };
         if item.work == Work::MarkDeleted {
-            return mark_deleted(&item, &resource.name, company_id);
+            return mark_deleted(&item, &resource.name, company_id, false);
         }
         let fetcher = match in_transaction(|| {
             inbox::fetcher_for(&resource.name, company_id, scope_project)
@@ -354,7 +354,7 @@ impl EventWork {
                 }
             }
             Ok(None) if out.deleted_by_event => {
-                mark_deleted(&out.item, &out.resource, out.company_id)
+                mark_deleted(&out.item, &out.resource, out.company_id, true)
             }
             Ok(None) => finish(
                 ids,
@@ -379,9 +379,12 @@ impl EventWork {
     }
 }
 
-fn mark_deleted(item: &WorkItem, resource: &str, company_id: i64) {
+/// `confirmed`: Procore answered 404 just now, so the record is gone whatever the events'
+/// order; otherwise only the delete event says so, as of its time.
+fn mark_deleted(item: &WorkItem, resource: &str, company_id: i64, confirmed: bool) {
+    let as_of = (!confirmed).then_some(item.latest_event_at);
     let marked = in_transaction(|| -> Result<(), SyncError> {
-        inbox::mark_deleted(resource, company_id, item.record.resource_id)?;
+        inbox::mark_deleted(resource, company_id, item.record.resource_id, as_of)?;
         inbox::finish_events(&item.event_ids, "done", None)
     });
     if marked.is_ok() {

@@ -101,6 +101,9 @@ pub extern "C-unwind" fn procore_sync_listener_main(_arg: pg_sys::Datum) {
         answer(request, schema_ready);
     }
     log!("procore_sync http listener stopping");
+    // A non-zero exit makes the postmaster start the listener again after its restart time
+    // if an administrator terminated it; at shutdown nothing is restarted anyway.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 fn answer(request: Incoming, schema_ready: bool) {
