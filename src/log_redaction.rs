@@ -34,8 +34,33 @@ fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
     CREDENTIAL_CALLS.iter().any(|call| text.contains(call))
 }
 
+/// Settings whose values are secrets. A reload logs every changed setting with its value
+/// ("parameter ... changed to ..."), superuser-only ones included.
+const SECRET_SETTINGS: [&str; 3] = [
+    "procore_sync.client_secret",
+    "procore_sync.http_status_token",
+    "procore_sync.http_tls_key",
+];
+
+/// The name of a secret setting whose new value the message would print.
+fn secret_setting_change(message: *const std::ffi::c_char) -> Option<&'static str> {
+    if message.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+    SECRET_SETTINGS
+        .into_iter()
+        .find(|name| text.starts_with(&format!("parameter \"{name}\" changed to")))
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::ErrorData) {
+    if !edata.is_null() {
+        if let Some(name) = secret_setting_change((*edata).message) {
+            let hidden = format!("parameter \"{name}\" changed (value hidden)\0");
+            (*edata).message = pg_sys::pstrdup(hidden.as_ptr().cast());
+        }
+    }
     if !edata.is_null() && mentions_credentials(pg_sys::debug_query_string) {
         (*edata).hide_stmt = true;
         // log_statement / log_min_duration_statement put the text (and bind parameters) in

@@ -9,6 +9,7 @@ use crate::data::{catalog, credentials, jobs, webhooks};
 use crate::errors::{required, OrRaise, SyncError};
 use crate::procore::Client;
 use crate::settings;
+use crate::sync::counters::CountedClient;
 use crate::sync::webhooks::receive;
 use procore_sync_core::procore::hooks::DeliveryStatus;
 use procore_sync_core::webhooks::{new_authorization_secret, triggers_for};
@@ -57,7 +58,8 @@ fn procore_sync_webhooks_enable(
         )
         .raise();
     }
-    let client = Client::new(settings::client_config()).or_raise();
+    let counted = CountedClient::new(Client::new(settings::client_config()).or_raise());
+    let client = &counted.client;
     let previous = webhooks::hook(company_id).or_raise();
     let secret = new_authorization_secret();
     let hook = client
@@ -118,8 +120,11 @@ fn procore_sync_webhooks_disable(company_id: Option<i64>) -> bool {
         return false;
     };
     let removed_at_procore = usable_token(&hook.registered_by).and_then(|token| {
-        let client = Client::new(settings::client_config())?;
-        Ok(client.delete_hook(&token, company_id, hook.hook_id).0?)
+        let counted = CountedClient::new(Client::new(settings::client_config())?);
+        Ok(counted
+            .client
+            .delete_hook(&token, company_id, hook.hook_id)
+            .0?)
     });
     if let Err(e) = removed_at_procore {
         warning!(
@@ -140,7 +145,8 @@ fn procore_sync_webhooks_disable(company_id: Option<i64>) -> bool {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn procore_sync_webhooks_check() -> i32 {
-    let client = Client::new(settings::client_config()).or_raise();
+    let counted = CountedClient::new(Client::new(settings::client_config()).or_raise());
+    let client = &counted.client;
     let mut reconciled = 0;
     for hook in webhooks::hooks().or_raise() {
         let company_id = hook.company_id;

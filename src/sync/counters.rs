@@ -7,6 +7,8 @@
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
+use crate::procore::{Client, StatusLog};
+
 /// HTTP status codes kept one by one; 0 stands for no usable answer (a timeout, a broken
 /// connection, a body that could not be read).
 const CODES: usize = 600;
@@ -87,6 +89,28 @@ pub fn request(status: Option<u16>) {
             c.rate_limited += 1;
         }
     });
+}
+
+/// A client whose single API calls are counted when this goes out of scope, also when the
+/// SQL function that made them raises an ERROR: the calls happened all the same.
+pub struct CountedClient {
+    pub client: Client,
+    statuses: StatusLog,
+}
+
+impl CountedClient {
+    pub fn new(mut client: Client) -> CountedClient {
+        let statuses = client.record_statuses();
+        CountedClient { client, statuses }
+    }
+}
+
+impl Drop for CountedClient {
+    fn drop(&mut self) {
+        for status in self.statuses.take() {
+            request(status);
+        }
+    }
 }
 
 pub fn records_written(n: i64) {

@@ -169,7 +169,8 @@ fn receive_webhook(request: Incoming) {
 /// The status page and metrics are read-only but tell who is connected and what failed:
 /// only this machine may look, or whoever holds the bearer token.
 fn may_look(request: &Incoming) -> bool {
-    if request.peer.ip().is_loopback() {
+    // A dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+    if request.peer.ip().to_canonical().is_loopback() {
         return true;
     }
     let Some(token) = settings::http_status_token() else {

@@ -14,7 +14,7 @@ use super::http::{Client, PageRequest};
 use super::rate_limit::RateLimit;
 use super::sanitize;
 use super::secret::Secret;
-use crate::webhooks::{Event, EventKind, PayloadError};
+use crate::webhooks::{json_kind, Event, EventKind, PayloadError};
 
 /// The payload format hooks are created with (Procore calls it `api_version`). v2.0 keeps
 /// `event_type` to create/update/delete, where v4.0's `reason` may carry other values;
@@ -214,6 +214,7 @@ impl Client {
                 },
             );
             rate_limit = seen_limit.or(rate_limit);
+            self.note_page(&answer);
             let page = match answer.and_then(|page| parse_deliveries(page.records)) {
                 Ok(page) => page,
                 Err(e) => return (Err(e), rate_limit),
@@ -468,17 +469,6 @@ fn integer(value: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64(),
         Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

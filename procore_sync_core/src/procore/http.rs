@@ -7,7 +7,7 @@
 use std::error::Error as StdError;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -117,6 +117,30 @@ pub struct Client {
     client_id: String,
     client_secret: Secret,
     max_response_bytes: u64,
+    /// When set, the status of every webhooks API call (not sync pages, not OAuth) is noted.
+    statuses: Option<StatusLog>,
+}
+
+/// The HTTP statuses of a client's single API calls, in order; None where no answer came.
+/// For callers that count Procore's answers but make their calls where nothing else sees
+/// them (a SQL function that registers a hook).
+#[derive(Debug, Clone, Default)]
+pub struct StatusLog(Arc<Mutex<Vec<Option<u16>>>>);
+
+impl StatusLog {
+    /// The statuses noted since the last take.
+    pub fn take(&self) -> Vec<Option<u16>> {
+        self.0
+            .lock()
+            .map(|mut noted| std::mem::take(&mut *noted))
+            .unwrap_or_default()
+    }
+
+    fn note(&self, status: Option<u16>) {
+        if let Ok(mut noted) = self.0.lock() {
+            noted.push(status);
+        }
+    }
 }
 
 /// Which kind of endpoint answered: the same status means different things on each.
@@ -163,7 +187,23 @@ impl Client {
             client_id: config.client_id,
             client_secret: config.client_secret,
             max_response_bytes: config.max_response_bytes,
+            statuses: None,
         })
+    }
+
+    /// Notes a page's status when statuses are recorded: a page that parsed came with 200.
+    pub(crate) fn note_page(&self, page: &Result<Page, ProcoreError>) {
+        if let Some(statuses) = &self.statuses {
+            statuses.note(match page {
+                Ok(_) => Some(200),
+                Err(e) => e.http_status(),
+            });
+        }
+    }
+
+    /// Notes the status of every single API call from now on.
+    pub fn record_statuses(&mut self) -> StatusLog {
+        self.statuses.get_or_insert_with(StatusLog::default).clone()
     }
 
     /// GETs one page of a list endpoint.
@@ -318,6 +358,8 @@ impl Client {
         Option<RateLimit>,
     ) {
         let mut rate_limit = None;
+        // None: nothing was sent; Some(None): sent, and no answer came.
+        let mut answered: Option<Option<u16>> = None;
         let mut secrets = vec![access_token.expose(), self.client_secret.expose()];
         secrets.extend_from_slice(extra_secrets);
         let secrets = secrets.as_slice();
@@ -335,6 +377,7 @@ impl Client {
             if let Some(company_id) = company_id {
                 request = request.set("Procore-Company-Id", &company_id.to_string());
             }
+            answered = Some(None);
             let sent = match body {
                 Some(body) => request.send_json(body),
                 None => request.call(),
@@ -342,6 +385,7 @@ impl Client {
             let response = match sent {
                 Ok(response) => response,
                 Err(ureq::Error::Status(status, response)) => {
+                    answered = Some(Some(status));
                     rate_limit = rate_limit_of(&response);
                     return Err(self.status_error(Endpoint::Api, status, response, secrets));
                 }
@@ -351,6 +395,7 @@ impl Client {
             };
             rate_limit = rate_limit_of(&response);
             let status = response.status();
+            answered = Some(Some(status));
             if !(200..300).contains(&status) {
                 return Err(self.status_error(Endpoint::Api, status, response, secrets));
             }
@@ -374,6 +419,9 @@ impl Client {
             })
         };
         let result = send();
+        if let (Some(statuses), Some(answered)) = (&self.statuses, answered) {
+            statuses.note(answered);
+        }
         (result, rate_limit)
     }
 

@@ -18,7 +18,7 @@ mod sanitize;
 mod client_tests;
 
 pub use error::ProcoreError;
-pub use http::{Client, ClientConfig, Page, PageRequest};
+pub use http::{Client, ClientConfig, Page, PageRequest, StatusLog};
 pub use oauth::TokenPair;
 pub use rate_limit::RateLimit;
 pub use secret::Secret;

@@ -348,7 +348,8 @@ pub(crate) fn shown(value: &str) -> String {
     format!("{cut:?}")
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// What a JSON value is, for a message that must not quote it.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
