@@ -296,6 +296,19 @@ impl Standin {
         serde_json::from_value(v).context("decoding /__admin/secrets")
     }
 
+    /// `text` with every secret the stand-in ever issued (tokens, codes, the client secret,
+    /// hook secrets) and every one of `more` replaced by `<secret>`: for failure messages
+    /// that quote logs. Values under 8 characters are left, as they match too much.
+    pub fn redact(&self, text: &str, more: &[String]) -> String {
+        let mut text = text.to_string();
+        let mut secrets = self.secrets().unwrap_or_default();
+        secrets.extend(more.iter().cloned());
+        for s in secrets.iter().filter(|s| s.len() >= 8) {
+            text = text.replace(s.as_str(), "<secret>");
+        }
+        text
+    }
+
     pub fn health(&self) -> Result<bool> {
         let v = self.admin("GET", "/__admin/health", None)?;
         Ok(v.get("ok").and_then(Value::as_bool).unwrap_or(false))
