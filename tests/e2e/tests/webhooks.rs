@@ -5,11 +5,6 @@
 //! Every test connects its users, runs one sync each (events are handled only for scopes a
 //! connected user has listed), switches every job off so that no cycle runs unless the
 //! test starts one, then enables the company's hook with the listener as destination.
-//!
-//! The stand-in answers lists only; the extension fetches a record from the list path plus
-//! `/{id}`. Where the stand-in does not answer that, a `DetailFront` between it and the
-//! extension answers detail paths from the list (`procore_sync_e2e::webhooks`); every
-//! other request goes through unchanged.
 
 mod common;
 
@@ -22,8 +17,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use common::*;
 use procore_sync_e2e::webhooks::{
-    free_port, resource_name, standin_serves_details, v2_payload, DetailFront, ListenerClient,
-    Reply, StandinWebhooks,
+    free_port, resource_name, v2_payload, ListenerClient, Reply, StandinWebhooks,
 };
 use procore_sync_e2e::{Env, Standin};
 use serde_json::{json, Value};
@@ -49,7 +43,6 @@ struct Row {
 
 struct W {
     env: Env,
-    front: Option<DetailFront>,
     listener: ListenerClient,
     hooks: StandinWebhooks,
     users: Vec<(Uuid, String)>,
@@ -61,26 +54,17 @@ impl W {
     fn start(world: Value, settings: &[(&str, &str)], users: usize) -> W {
         let per_page = world["per_page_default"].as_i64().unwrap_or(100) as i32;
         let standin = Standin::start(world).expect("start the stand-in");
-        let serves_details =
-            standin_serves_details(&standin, "user-1", 1_001_001).expect("probe the stand-in");
-        let front = (!serves_details)
-            .then(|| DetailFront::start(standin.base_url()).expect("start the detail front"));
         let port = free_port().expect("a free port");
         let listen = format!("127.0.0.1:{port}");
-        let api = front.as_ref().map(|f| f.base_url());
         let mut all: Vec<(&str, &str)> = vec![
             ("procore_sync.max_workers", "2"),
             ("procore_sync.http_listen", &listen),
         ];
-        if let Some(api) = &api {
-            all.push(("procore_sync.api_base_url", api));
-        }
         all.extend_from_slice(settings);
         let env = Env::with_standin(standin, &all).expect("start the cluster");
         let hooks = StandinWebhooks::new(&env.standin);
         let mut w = W {
             env,
-            front,
             listener: ListenerClient::new(port),
             hooks,
             users: Vec::new(),
@@ -279,51 +263,39 @@ impl W {
         )
     }
 
-    /// The API requests the extension made since `mark` (see `api_mark`), as
-    /// `(method, path and query, status)`.
-    fn api_requests_since(&self, mark: usize) -> Vec<(String, String, u16)> {
-        match &self.front {
-            Some(front) => front.requests()[mark..]
-                .iter()
-                .filter(|r| r.target.starts_with("/rest/"))
-                .map(|r| (r.method.clone(), r.target.clone(), r.status))
-                .collect(),
-            None => self
-                .ok(
-                    self.env.standin.requests_since(mark as u64),
-                    "the stand-in's request log",
-                )
-                .iter()
-                .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/rest/")))
-                .map(|r| {
-                    let path = r["path"].as_str().unwrap_or("").to_string();
-                    let query = r["query"].as_str().unwrap_or("");
-                    let target = if query.is_empty() {
-                        path
-                    } else {
-                        format!("{path}?{query}")
-                    };
-                    (
-                        r["method"].as_str().unwrap_or("").to_string(),
-                        target,
-                        r["status"].as_u64().unwrap_or(0) as u16,
-                    )
-                })
-                .collect(),
-        }
+    /// The API requests the stand-in logged after sequence number `mark` (see `api_mark`),
+    /// as `(method, path and query, status)`.
+    fn api_requests_since(&self, mark: u64) -> Vec<(String, String, u16)> {
+        self.ok(
+            self.env.standin.requests_since(mark),
+            "the stand-in's request log",
+        )
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/rest/")))
+        .map(|r| {
+            let path = r["path"].as_str().unwrap_or("").to_string();
+            let query = r["query"].as_str().unwrap_or("");
+            let target = if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            };
+            (
+                r["method"].as_str().unwrap_or("").to_string(),
+                target,
+                r["status"].as_u64().unwrap_or(0) as u16,
+            )
+        })
+        .collect()
     }
 
-    /// Where `api_requests_since` starts counting from now.
-    fn api_mark(&self) -> usize {
-        match &self.front {
-            Some(front) => front.requests().len(),
-            None => self
-                .ok(self.env.standin.requests_since(0), "the request log")
-                .iter()
-                .filter_map(|r| r["seq"].as_u64())
-                .max()
-                .unwrap_or(0) as usize,
-        }
+    /// The stand-in's last request log sequence number: `api_requests_since` counts after it.
+    fn api_mark(&self) -> u64 {
+        self.ok(self.env.standin.requests_since(0), "the request log")
+            .iter()
+            .filter_map(|r| r["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The record's detail path as the extension requests it.
@@ -704,6 +676,11 @@ fn duplicated_and_reordered_deliveries_leave_the_clean_state_and_a_burst_costs_o
             "{resource} {id} is marked deleted"
         );
     }
+    assert_eq!(
+        w.queue_activity_since(since),
+        0,
+        "no sync ran while the events were handled"
+    );
     let row = c
         .query_one("SELECT status FROM procore_sync_user($1)", &[&w.user(1)])
         .expect("the reference sync");
@@ -725,7 +702,6 @@ fn duplicated_and_reordered_deliveries_leave_the_clean_state_and_a_burst_costs_o
         after_events.len(),
         "the sync added no row"
     );
-    let _ = since;
 
     // A burst of edits to one record, every delivery duplicated but in order: one fetch.
     w.hooks
@@ -826,6 +802,70 @@ fn a_late_delete_older_than_a_handled_restore_leaves_the_record_live() {
         "a delete event older than the stored record (event at {}, record updated_at {:?}) \
          marked the live record deleted",
         deleted["timestamp"], row.updated_at
+    );
+}
+
+/// The other order, within one second: an RFI edited, the edit handled (its row now has
+/// the stand-in's `updated_at`, which is the edit's time rounded up to the next whole
+/// second), then the RFI deleted a moment later. The delete's event is newer than the
+/// edit, but older than the stored `updated_at`: the record must still end deleted.
+/// (`webhook_settle_time` 0, so the edit is handled within the same second.)
+#[test]
+fn a_delete_in_the_same_second_as_a_handled_edit_marks_the_record_deleted() {
+    let w = W::start(
+        small_world(1, json!({})),
+        &[("procore_sync.webhook_settle_time", "0")],
+        1,
+    );
+    w.enable(1, COMPANY);
+    let mut checked = None;
+    for i in 14..20 {
+        let id = rec(P2, i);
+        // Start just after a whole second, so the edit, its handling and the delete can
+        // all fall within it.
+        let into_second = Utc::now().timestamp_subsec_millis() as u64;
+        std::thread::sleep(Duration::from_millis((1050 - into_second) % 1000));
+        let edited = w.mutate(edit("rfis", Some(P2), id));
+        wait_edited(&w, "rfis", id, 1);
+        let deleted = w.mutate(delete("rfis", Some(P2), id));
+        let events = w.hooks.events(0).unwrap();
+        let delete_event = events
+            .iter()
+            .find(|e| Some(e["id"].as_u64().unwrap()) == deleted["event_id"].as_u64())
+            .expect("the delete's event")
+            .clone();
+        let stored = w
+            .row("rfis", COMPANY, id)
+            .unwrap()
+            .unwrap()
+            .updated_at
+            .unwrap();
+        let delete_at = parse_ts(delete_event["timestamp"].as_str().unwrap());
+        let edit_at = parse_ts(edited["updated_at"].as_str().unwrap());
+        if delete_at < stored {
+            checked = Some((id, delete_at, stored, edit_at));
+            break;
+        }
+        // The second ended before the delete: the case did not arise; try another RFI.
+        wait_deleted(&w, "rfis", id);
+    }
+    let (id, delete_at, stored, _) = checked.expect("a delete within the edit's second");
+    w.wait_inbox_drained(EVENT_TIMEOUT);
+    let row = w.row("rfis", COMPANY, id).unwrap().unwrap();
+    assert!(
+        !w.env
+            .standin
+            .records()
+            .unwrap()
+            .iter()
+            .any(|k| k.resource == "rfis" && k.id == id),
+        "the RFI is deleted at the stand-in"
+    );
+    assert!(
+        row.deleted,
+        "RFI {id} was deleted in Procore at {delete_at} after its edit was handled, but the \
+         delete event was not applied because the stored updated_at ({stored}, the stand-in's \
+         rounded-up edit time) is later than the event"
     );
 }
 
