@@ -165,9 +165,9 @@ CREATE TABLE procore_sync_webhook_inbox (
 );
 CREATE INDEX procore_sync_webhook_inbox_due ON procore_sync_webhook_inbox (next_attempt_at)
     WHERE status IN ('pending', 'processing');
+-- A record's events: those a worker takes together, and the newest it handled.
 CREATE INDEX procore_sync_webhook_inbox_record
-    ON procore_sync_webhook_inbox (resource, company_id, procore_id)
-    WHERE status IN ('pending', 'processing');
+    ON procore_sync_webhook_inbox (resource, company_id, procore_id);
 CREATE INDEX procore_sync_webhook_inbox_handled_at ON procore_sync_webhook_inbox (handled_at);
 
 SELECT pg_catalog.pg_extension_config_dump('procore_sync_webhook_hook', '');

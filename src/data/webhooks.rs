@@ -325,9 +325,10 @@ pub fn fetcher_for(
 }
 
 /// A record deleted in Procore: marked, never dropped, as a full pass would. `deleted_at`:
-/// when the delete event happened, if only an event says so; a record Procore changed
-/// after that (restored, and its update handled first) stays live, since deliveries come
-/// in any order.
+/// when the delete event happened, if only an event says so. Deliveries come in any order,
+/// so a record whose newer create or update event was handled already (a restore) stays
+/// live. Procore's `updated_at` cannot tell: it has whole seconds, and an edit and a delete
+/// often share one.
 pub fn mark_deleted(
     resource: &str,
     company_id: i64,
@@ -337,7 +338,10 @@ pub fn mark_deleted(
     Spi::run_with_args(
         "UPDATE procore_records SET deleted_at = now()
          WHERE resource = $1 AND company_id = $2 AND procore_id = $3 AND deleted_at IS NULL
-           AND ($4::timestamptz IS NULL OR updated_at IS NULL OR updated_at <= $4)",
+           AND ($4::timestamptz IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM procore_sync_webhook_inbox i
+                 WHERE i.resource = $1 AND i.company_id = $2 AND i.procore_id = $3
+                   AND i.status = 'done' AND i.event_type <> 'delete' AND i.event_at > $4))",
         &[
             resource.into(),
             company_id.into(),
