@@ -21,10 +21,12 @@ const DEFAULT_USERS_PER_WORKER: u32 = 64;
 const MAX_USERS_PER_WORKER: u32 = 1024;
 /// `procore_sync.listings_per_user` accepts 1..=16.
 const MAX_LISTINGS_PER_USER: u32 = 16;
+/// The stand-in caps a world at this many users.
+const MAX_USERS: u64 = 90_000;
 /// The stand-in caps a company at this many projects.
 const MAX_PROJECTS_PER_COMPANY: u64 = 999;
 /// Every workload, in the order they run.
-pub const WORKLOADS: [&str; 5] = ["w1", "w2", "w3", "w4", "w5"];
+pub const WORKLOADS: [&str; 6] = ["w1", "w2", "w3", "w4", "w5", "w6"];
 
 /// When the profilers (pg_stat_statements, perf) run: they cost a little, so by default
 /// only in an extra pass after a missed target, never during the measured one.
@@ -71,6 +73,12 @@ pub struct Config {
     pub w5_records: u64,
     pub w5_latency_ms: u64,
     pub w5_listings: Vec<u32>,
+    pub w6_changes: u64,
+    pub w6_cold_changes: u64,
+    pub w6_busy_users: u64,
+    pub w6_latency_ms: u64,
+    pub w6_burst: u64,
+    pub w6_concurrency: u32,
 }
 
 const AFTER_HELP: &str = "\
@@ -113,7 +121,7 @@ pub struct Args {
         long,
         env = "BENCH_ONLY",
         value_name = "LIST",
-        default_value = "w1,w2,w3,w4,w5"
+        default_value = "w1,w2,w3,w4,w5,w6"
     )]
     only: String,
 
@@ -371,6 +379,65 @@ pub struct Args {
         help_heading = "W5 one big user"
     )]
     w5_listings: List<u32>,
+
+    /// Changes (RFI edits) timed from the stand-in to their row, with the fleet idle and
+    /// again while full sync cycles run [default: 300, 50 with --quick]
+    #[arg(
+        verbatim_doc_comment,
+        long,
+        env = "BENCH_W6_CHANGES",
+        value_name = "N",
+        help_heading = "W6 webhooks"
+    )]
+    w6_changes: Option<u64>,
+    /// Changes each made once no sync worker runs, so that its event starts one
+    /// [default: 30, 10 with --quick]
+    #[arg(
+        verbatim_doc_comment,
+        long,
+        env = "BENCH_W6_COLD_CHANGES",
+        value_name = "N",
+        help_heading = "W6 webhooks"
+    )]
+    w6_cold_changes: Option<u64>,
+    /// Users whose full passes run back to back during the second set of changes
+    /// [default: 500, 50 with --quick]
+    #[arg(
+        verbatim_doc_comment,
+        long,
+        env = "BENCH_W6_BUSY_USERS",
+        value_name = "N",
+        help_heading = "W6 webhooks"
+    )]
+    w6_busy_users: Option<u64>,
+    /// The stand-in's latency per request (the record reads and the syncs)
+    #[arg(
+        long,
+        env = "BENCH_W6_LATENCY_MS",
+        value_name = "MS",
+        default_value_t = 50,
+        help_heading = "W6 webhooks"
+    )]
+    w6_latency_ms: u64,
+    /// Synthetic deliveries POSTed at once to measure how many a second are recorded
+    /// [default: 10000, 2000 with --quick]
+    #[arg(
+        verbatim_doc_comment,
+        long,
+        env = "BENCH_W6_BURST",
+        value_name = "N",
+        help_heading = "W6 webhooks"
+    )]
+    w6_burst: Option<u64>,
+    /// Threads POSTing the burst
+    #[arg(
+        long,
+        env = "BENCH_W6_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 16,
+        help_heading = "W6 webhooks"
+    )]
+    w6_concurrency: u32,
 }
 
 /// The command line and the `BENCH_*` environment; exits on `--help` and on a bad flag.
@@ -499,6 +566,12 @@ impl Config {
             w5_records: args.w5_records,
             w5_latency_ms: args.w5_latency_ms,
             w5_listings: args.w5_listings.0,
+            w6_changes: q(args.w6_changes, 300, 50),
+            w6_cold_changes: q(args.w6_cold_changes, 30, 10),
+            w6_busy_users: q(args.w6_busy_users, 500, 50),
+            w6_latency_ms: args.w6_latency_ms,
+            w6_burst: q(args.w6_burst, 10_000, 2_000),
+            w6_concurrency: args.w6_concurrency,
         };
         if cfg.w2_workers.is_empty() || cfg.w2_workers.contains(&0) {
             bail!("--w2-workers needs positive numbers");
@@ -532,6 +605,18 @@ impl Config {
         }
         if !(1..=MAX_PROJECTS_PER_COMPANY).contains(&cfg.w5_projects) {
             bail!("--w5-projects must be 1..={MAX_PROJECTS_PER_COMPANY} (the stand-in's cap)");
+        }
+        if cfg.w6_changes == 0
+            || cfg.w6_cold_changes == 0
+            || cfg.w6_burst == 0
+            || cfg.w6_concurrency == 0
+        {
+            bail!(
+                "--w6-changes, --w6-cold-changes, --w6-burst and --w6-concurrency must be positive"
+            );
+        }
+        if cfg.w6_busy_users + 1 > MAX_USERS {
+            bail!("--w6-busy-users must be below {MAX_USERS} (the stand-in's cap on users)");
         }
         if cfg.w1_records > MAX_RECORDS_PER_SCOPE
             || cfg.w2_records > MAX_RECORDS_PER_SCOPE
@@ -584,6 +669,16 @@ mod tests {
         "w5-listings",
     ];
 
+    /// The flags added since, each with its `BENCH_` variable too.
+    const FLAGS_SINCE_CLAP: [&str; 6] = [
+        "w6-changes",
+        "w6-cold-changes",
+        "w6-busy-users",
+        "w6-latency-ms",
+        "w6-burst",
+        "w6-concurrency",
+    ];
+
     /// clap reads the environment when it builds the command: tests that set variables and
     /// parse run one at a time, each from an environment without `BENCH_*`.
     static ENV: Mutex<()> = Mutex::new(());
@@ -625,7 +720,11 @@ mod tests {
         }
         assert_eq!(
             flags,
-            FLAGS_BEFORE_CLAP.iter().map(|f| f.to_string()).collect()
+            FLAGS_BEFORE_CLAP
+                .iter()
+                .chain(&FLAGS_SINCE_CLAP)
+                .map(|f| f.to_string())
+                .collect()
         );
     }
 

@@ -1,6 +1,6 @@
 //! `bench`: how fast a sync cycle is, against the ceilings, in one run (`make bench`).
 //!
-//! Five workloads, each against a fresh cluster running a release build of the extension
+//! Six workloads, each against a fresh cluster running a release build of the extension
 //! (loaded through `dynamic_library_path`, never the system-wide install) and the release
 //! stand-in, one module each:
 //!
@@ -10,6 +10,8 @@
 //!   in-flight slot busy.
 //! * [`w4_idle`]: the scheduler's CPU with nothing to do, and how punctual a job is.
 //! * [`w5_one_big_user`]: one user with hundreds of projects, per `listings_per_user`.
+//! * [`w6_webhooks`]: a change in Procore to its row through the webhook listener, idle and
+//!   under load, and the deliveries a second the listener absorbs.
 //!
 //! The plumbing they share: [`args`] (the flags), [`cluster`] (the release library, the
 //! clusters that load it and the stand-in), [`sampling`] (the sync workers while a cycle
@@ -30,6 +32,7 @@ mod w2_many_users;
 mod w3_huge_resource;
 mod w4_idle;
 mod w5_one_big_user;
+mod w6_webhooks;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -121,7 +124,8 @@ fn run(cfg: &Config) -> Result<bool> {
             "w2" => w2_many_users::run(cfg, &lib, perf, &mut results),
             "w3" => w3_huge_resource::run(cfg, &lib, perf, &mut results),
             "w4" => w4_idle::run(cfg, &lib, perf, &mut results),
-            _ => w5_one_big_user::run(cfg, &lib, &mut results),
+            "w5" => w5_one_big_user::run(cfg, &lib, &mut results),
+            _ => w6_webhooks::run(cfg, &lib, &mut results),
         };
         match outcome {
             Ok(()) => println!("  ({w} took {:.0}s)\n", t.elapsed().as_secs_f64()),
