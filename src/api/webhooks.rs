@@ -176,7 +176,8 @@ fn procore_sync_webhooks_check() -> i32 {
                 if reconcile {
                     let users = webhooks::reconcile_company(company_id).or_raise();
                     log!(
-                        "procore_sync: hook {} of company {company_id} has {failing} failing and                          {discarded} discarded deliveries: {users} user(s) queued for a full pass",
+                        "procore_sync: hook {} of company {company_id} has {failing} failing and \
+                         {discarded} discarded deliveries: {users} user(s) queued for a full pass",
                         hook.hook_id
                     );
                     reconciled += 1;

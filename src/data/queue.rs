@@ -356,6 +356,14 @@ pub fn purge_old_rows() -> Result<(), SyncError> {
            AND coalesce(end_time, start_time) < now() - make_interval(secs => $1)",
         &[retention.into()],
     )?;
+    // Handled webhook events go with the rest; a delete event is weighed against the newer
+    // ones handled before it, and Procore retries for 12 hours at most, far below retention.
+    Spi::run_with_args(
+        "DELETE FROM procore_sync_webhook_inbox
+         WHERE status IN ('done', 'dropped', 'failed')
+           AND coalesce(handled_at, received_at) < now() - make_interval(secs => $1)",
+        &[retention.into()],
+    )?;
     Spi::run(
         "DELETE FROM procore_sync_progress p
          WHERE NOT EXISTS (SELECT 1 FROM procore_sync_queue q

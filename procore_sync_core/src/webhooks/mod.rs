@@ -5,9 +5,10 @@
 //! Procore delivers each event at least once (duplicates, even with equal timestamps, and
 //! no ordering promise), retries a failing endpoint for up to 12 hours and pauses *every*
 //! delivery to that endpoint while one fails. So the receiver records what it was sent and
-//! answers 2xx quickly, even for a payload it cannot read (a [`PayloadError`] is permanent:
-//! the same bytes would come back, and meanwhile nothing else would be delivered); the real
-//! work happens later, batch by batch, through [`plan_work`]. Webhooks are a best-effort
+//! answers at once; the real work happens later, batch by batch, through [`plan_work`]. A
+//! payload it cannot read (a [`PayloadError`] is permanent: the same bytes would come back)
+//! is answered 400 as the product specifies, which makes Procore retry it and hold that
+//! endpoint's later deliveries meanwhile; the README says so. Webhooks are a best-effort
 //! signal: the periodic sync stays the source of completeness.
 
 mod authorization;
