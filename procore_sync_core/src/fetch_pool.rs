@@ -231,9 +231,9 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use procore_standin::scripted::{Reply, ScriptedServer as TestServer};
     use crate::procore::ClientConfig;
     use crate::walk::PageAddress;
+    use procore_standin::scripted::{Reply, ScriptedServer as TestServer};
 
     /// A server answering each page after `delay`, counting requests in progress.
     fn slow_server(delay: Duration) -> (TestServer, Arc<AtomicUsize>, Arc<AtomicUsize>) {

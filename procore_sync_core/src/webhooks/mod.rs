@@ -19,8 +19,8 @@ mod work;
 pub use authorization::{
     authorization_matches, check_authorization_secret, new_authorization_secret,
 };
-pub(crate) use event::parse_timestamp;
 pub(crate) use event::json_kind;
+pub(crate) use event::parse_timestamp;
 pub use event::{Event, EventKind, PayloadError, MAX_PAYLOAD_BYTES};
 pub use resources::{
     catalog_resource_for, record_path, triggers_for, WebhookResource, WEBHOOK_RESOURCES,
