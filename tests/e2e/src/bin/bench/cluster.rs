@@ -173,11 +173,11 @@ pub fn disable_default_jobs(client: &mut postgres::Client) -> Result<()> {
 
 /// Connects logins `user-1..=n` with tokens issued by the stand-in's admin API and stored
 /// with `procore_set_tokens`, many per statement.
-pub fn connect_users(bench: &BenchEnv, n: u64) -> Result<Vec<Uuid>> {
+pub fn connect_users(env: &Env, n: u64) -> Result<Vec<Uuid>> {
     let t = Instant::now();
     let next = AtomicUsize::new(1);
     let pairs: Mutex<Vec<(u64, String, String, i32)>> = Mutex::new(Vec::with_capacity(n as usize));
-    let standin = &bench.env.standin;
+    let standin = &env.standin;
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..4)
             .map(|_| {
@@ -204,18 +204,20 @@ pub fn connect_users(bench: &BenchEnv, n: u64) -> Result<Vec<Uuid>> {
     check_stop()?;
     let mut pairs = pairs.into_inner().unwrap();
     pairs.sort_by_key(|p| p.0);
-    let mut client = bench.client()?;
+    let mut client = env.client()?;
     let mut ids = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(1000) {
         let users: Vec<Uuid> = chunk.iter().map(|_| Uuid::new_v4()).collect();
         let access: Vec<&str> = chunk.iter().map(|p| p.1.as_str()).collect();
         let refresh: Vec<&str> = chunk.iter().map(|p| p.2.as_str()).collect();
         let expires: Vec<i32> = chunk.iter().map(|p| p.3).collect();
-        client.execute(
-            "SELECT count(*) FROM (SELECT procore_set_tokens(u, a, r, e)
+        client
+            .execute(
+                "SELECT count(*) FROM (SELECT procore_set_tokens(u, a, r, e)
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS t(u, a, r, e)) s",
-            &[&users, &access, &refresh, &expires],
-        )?;
+                &[&users, &access, &refresh, &expires],
+            )
+            .context("procore_set_tokens")?;
         ids.extend(users);
     }
     println!(

@@ -67,7 +67,7 @@ fn w1_env(cfg: &Config, lib: &LibDir, profiled: bool) -> Result<BenchEnv> {
         "UPDATE procore_sync_resource SET per_page = $1, enabled = true",
         &[&(cfg.w1_per_page as i32)],
     )?;
-    connect_users(&bench, cfg.w1_users)?;
+    connect_users(&bench.env, cfg.w1_users)?;
     Ok(bench)
 }
 

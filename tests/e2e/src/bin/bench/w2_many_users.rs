@@ -151,7 +151,7 @@ fn w2_at_latency(
         "UPDATE procore_sync_resource SET enabled = name IN ('companies', 'projects', 'rfis', 'submittals')",
     )?;
     let default_upw = users_per_worker_setting(&mut client)?;
-    connect_users(&bench, n)?;
+    connect_users(&bench.env, n)?;
     let expected_records = n * (1 + cfg.w2_projects + cfg.w2_projects * 2 * cfg.w2_records);
     let mut upw_set = false;
     for &workers in &cfg.w2_workers {

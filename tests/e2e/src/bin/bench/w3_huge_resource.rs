@@ -45,7 +45,7 @@ fn w3_sync(
                 enabled = name IN ('companies', 'projects', 'rfis')",
         &[&(cfg.w3_per_page as i32)],
     )?;
-    connect_users(&bench, 1)?;
+    connect_users(&bench.env, 1)?;
     let t0 = Instant::now();
     start_cycle(&mut client)?;
     let mut pid = None;
@@ -322,7 +322,7 @@ fn w3_all_slots_busy(cfg: &Config, lib: &LibDir, results: &mut Results) -> Resul
             &[],
         )?
         .get(0);
-    connect_users(&bench, u64::from(slots))?;
+    connect_users(&bench.env, u64::from(slots))?;
     let t0 = Instant::now();
     start_cycle(&mut client)?;
     let mut pids: BTreeMap<i32, WorkerUsage> = BTreeMap::new();

@@ -138,7 +138,7 @@ fn w5_cycle(cfg: &Config, lib: &LibDir, listings: u32, expected_records: u64) ->
              (does this build define the setting?)"
         );
     }
-    connect_users(&bench, 1)?;
+    connect_users(&bench.env, 1)?;
     let standin = &bench.env.standin;
     let seq0 = standin
         .requests_since(0)?

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use procore_sync_e2e::webhooks::{
     free_port, percentiles, resource_name, v2_payload, ListenerClient, StandinWebhooks,
 };
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::args::Config;
-use crate::cluster::{check_stop, disable_default_jobs, LibDir};
+use crate::cluster::{check_stop, connect_users, disable_default_jobs, LibDir};
 use crate::report::Results;
 
 /// The target: a change is in Postgres within 2 s, at the 95th percentile.
@@ -187,66 +187,6 @@ pub fn run(cfg: &Config, lib: &LibDir, results: &mut Results) -> Result<()> {
         busy_phase.cycles_started, cfg.w6_burst, cfg.w6_concurrency,
     ));
     Ok(())
-}
-
-/// Logins `user-1..=n` with tokens issued by the stand-in's admin API, stored with
-/// `procore_set_tokens` (as the bench's other workloads connect theirs), in login order.
-fn connect_users(env: &Env, n: u64) -> Result<Vec<Uuid>> {
-    let t = Instant::now();
-    let next = AtomicU64::new(1);
-    let pairs = std::sync::Mutex::new(Vec::with_capacity(n as usize));
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i > n {
-                            return Ok(());
-                        }
-                        check_stop()?;
-                        let v = env.standin.issue_tokens(&format!("user-{i}"))?;
-                        let token = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-                        let expires = v["expires_in"].as_i64().unwrap_or(3600) as i32;
-                        pairs.lock().unwrap().push((
-                            i,
-                            token("access_token"),
-                            token("refresh_token"),
-                            expires,
-                        ));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| anyhow!("token thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    let mut pairs = pairs.into_inner().unwrap();
-    pairs.sort_by_key(|p| p.0);
-    let mut client = env.client()?;
-    let mut ids = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(1000) {
-        let users: Vec<Uuid> = chunk.iter().map(|_| Uuid::new_v4()).collect();
-        let access: Vec<&str> = chunk.iter().map(|p| p.1.as_str()).collect();
-        let refresh: Vec<&str> = chunk.iter().map(|p| p.2.as_str()).collect();
-        let expires: Vec<i32> = chunk.iter().map(|p| p.3).collect();
-        client
-            .execute(
-                "SELECT count(*) FROM (SELECT procore_set_tokens(u, a, r, e)
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS t(u, a, r, e)) s",
-                &[&users, &access, &refresh, &expires],
-            )
-            .context("procore_set_tokens")?;
-        ids.extend(users);
-    }
-    println!(
-        "  connected {} users in {:.1}s",
-        ids.len(),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(ids)
 }
 
 fn report_phase(results: &mut Results, label: &str, p: &Phase) {
