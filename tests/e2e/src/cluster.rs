@@ -11,6 +11,15 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// Where Debian puts the PostgreSQL 15 server binaries.
 pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// The server binaries the tests run: `PROCORE_E2E_PG_BIN` names a relocated copy of
+/// PostgreSQL 15 (its `lib/` and `share/` beside each other, as Debian lays them out), so
+/// two checkouts can install and test their own builds on one machine at once.
+pub fn pg_bin_dir() -> PathBuf {
+    std::env::var_os("PROCORE_E2E_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PG_BIN_DIR))
+}
 /// The OS user that owns and runs every cluster.
 pub const PG_OS_USER: &str = "postgres";
 
@@ -295,7 +304,7 @@ impl Cluster {
     fn pg_command(&self, program: &str) -> Command {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", PG_OS_USER, "--"])
-            .arg(Path::new(PG_BIN_DIR).join(program));
+            .arg(pg_bin_dir().join(program));
         // The caller's cwd is usually unreadable for `postgres`, which makes initdb and
         // pg_ctl complain; the cluster dir is always theirs.
         cmd.current_dir(&self.dir);
@@ -333,7 +342,7 @@ pub fn keep_requested() -> bool {
 /// Fails with a pointer to `make install` unless the extension's library and control file
 /// are in the system PostgreSQL directories.
 pub fn ensure_extension_installed() -> Result<()> {
-    let pg_config = Path::new(PG_BIN_DIR).join("pg_config");
+    let pg_config = pg_bin_dir().join("pg_config");
     let query = |flag: &str| -> Result<PathBuf> {
         let out = Command::new(&pg_config)
             .arg(flag)
@@ -350,8 +359,9 @@ pub fn ensure_extension_installed() -> Result<()> {
         if !path.exists() {
             bail!(
                 "the procore_sync extension is not installed ({} is missing): run `make install` \
-                   (cargo pgrx install --pg-config {PG_BIN_DIR}/pg_config --release) first",
-                path.display()
+                   (cargo pgrx install --pg-config {}/pg_config --release) first",
+                path.display(),
+                pg_bin_dir().display()
             );
         }
     }

@@ -19,7 +19,7 @@ use common::*;
 use procore_sync_e2e::describe::{
     describe_extension, description_diff, fingerprint_again, fingerprint_rows, TableRows,
 };
-use procore_sync_e2e::{Env, Standin, StopMode};
+use procore_sync_e2e::{cluster, Env, Standin, StopMode};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -115,8 +115,9 @@ fn restart_on_new_library(env: &mut Env) {
     env.cluster
         .restart(StopMode::Fast)
         .expect("restart on the new library");
+    let installed_lib_dir = cluster::pg_bin_dir().with_file_name("lib");
     assert!(
-        loaded_library(env).starts_with("/usr/lib/postgresql/15/lib"),
+        loaded_library(env).starts_with(&installed_lib_dir),
         "the server now runs the installed library, not {}",
         loaded_library(env).display()
     );
