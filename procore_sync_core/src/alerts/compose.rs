@@ -59,7 +59,18 @@ pub struct Message {
 /// digest a minute rather than an email per user. Alerts not named in any returned
 /// message's `alert_ids` stay pending for a later call.
 pub fn compose(pending: &[PendingAlert], now: DateTime<Utc>, digest_above: usize) -> Vec<Message> {
-    let window = TimeDelta::from_std(WINDOW).unwrap_or(TimeDelta::MAX);
+    compose_over(pending, now, digest_above, WINDOW)
+}
+
+/// [`compose`] with windows of `window` instead of [`WINDOW`]
+/// (`procore_sync.alert_window`): shorter sends sooner, longer gathers bigger digests.
+pub fn compose_over(
+    pending: &[PendingAlert],
+    now: DateTime<Utc>,
+    digest_above: usize,
+    window: Duration,
+) -> Vec<Message> {
+    let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
     let mut sorted: Vec<&PendingAlert> = pending.iter().collect();
     sorted.sort_by_key(|p| (p.created_at, p.id));
 
@@ -414,6 +425,21 @@ mod tests {
 
     fn ids(messages: &[Message]) -> Vec<Vec<i64>> {
         messages.iter().map(|m| m.alert_ids.clone()).collect()
+    }
+
+    #[test]
+    fn a_shorter_window_sends_sooner_and_groups_within_itself() {
+        let window = Duration::from_secs(2);
+        let pending: Vec<PendingAlert> = (0..7)
+            .map(|i| failing(i, &format!("user-{i}"), 0))
+            .chain([failing(7, "late", 3)])
+            .collect();
+        assert!(compose_over(&pending, at(1), DEFAULT_DIGEST_ABOVE, window).is_empty());
+        let messages = compose_over(&pending, at(2), DEFAULT_DIGEST_ABOVE, window);
+        assert_eq!(ids(&messages), [(0..7).collect::<Vec<i64>>()]);
+        assert_eq!(messages[0].json["kind"], "digest");
+        let messages = compose_over(&pending, at(5), DEFAULT_DIGEST_ABOVE, window);
+        assert_eq!(ids(&messages), [(0..7).collect::<Vec<i64>>(), vec![7]]);
     }
 
     #[test]

@@ -29,14 +29,14 @@ mod webhook;
 mod transport_tests;
 
 pub use alert::Alert;
-pub use compose::{compose, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW};
+pub use compose::{compose, compose_over, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW};
 pub use error::AlertError;
 pub use policy::{
     on_deliveries_check, on_job_run, on_queue_check, on_user_outcome, JobStreak, QueueCheck,
     QueueState, RunOutcome, StreakState, UserOutcome, DEFAULT_QUEUE_STALL_AFTER,
     JOB_FAILED_RUNS_BEFORE_ALERT,
 };
-pub use retry::next_retry;
+pub use retry::{next_retry, next_retry_from, DEFAULT_FIRST_RETRY};
 pub use scrub::scrub;
 pub use smtp::{send_email, SmtpEndpoint, SmtpLogin, SmtpSecurity};
 pub use webhook::send_webhook;

@@ -6,19 +6,24 @@
 
 use std::time::Duration;
 
-const LADDER: [Duration; 4] = [
-    Duration::from_secs(60),
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(15 * 60),
-    Duration::from_secs(60 * 60),
-];
+/// The ladder's steps, as multiples of its first.
+const LADDER: [u32; 4] = [1, 5, 15, 60];
+
+/// The first step of the default ladder.
+pub const DEFAULT_FIRST_RETRY: Duration = Duration::from_secs(60);
 
 /// The wait before the next try of a delivery that has failed `attempts` times (1 after
 /// the first failure): 1 min, 5 min, 15 min, 1 h; `None` after the fifth failed try (about
 /// 1 h 21 min after the first), when the delivery is recorded as failed.
 pub fn next_retry(attempts: u32) -> Option<Duration> {
+    next_retry_from(attempts, DEFAULT_FIRST_RETRY)
+}
+
+/// [`next_retry`] on a ladder whose first step is `first` (the rest keep their ratios), for
+/// an operator who wants a shorter or longer ladder (`procore_sync.alert_retry_delay`).
+pub fn next_retry_from(attempts: u32, first: Duration) -> Option<Duration> {
     let index = usize::try_from(attempts.checked_sub(1)?).ok()?;
-    LADDER.get(index).copied()
+    LADDER.get(index).map(|&factor| first.saturating_mul(factor))
 }
 
 #[cfg(test)]
@@ -36,5 +41,21 @@ mod tests {
         assert_eq!(next_retry(u32::MAX), None);
         // Nothing failed yet: there is nothing to retry.
         assert_eq!(next_retry(0), None);
+    }
+
+    #[test]
+    fn a_shorter_ladder_keeps_its_ratios_and_its_length() {
+        let first = Duration::from_millis(200);
+        let waits: Vec<Option<Duration>> = (1..=5).map(|a| next_retry_from(a, first)).collect();
+        assert_eq!(
+            waits,
+            [
+                Some(Duration::from_millis(200)),
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(3)),
+                Some(Duration::from_secs(12)),
+                None
+            ]
+        );
     }
 }
