@@ -30,6 +30,7 @@ extension_sql_file!(
     name = "webhooks",
     requires = ["schema"]
 );
+extension_sql_file!("../sql/alerts.sql", name = "alerts", requires = ["schema"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[allow(non_snake_case)]
@@ -44,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
         sync::counters::request_shared_memory();
         worker::scheduler::register();
         worker::listener::register();
+        worker::alerts::register();
     }
 }
 

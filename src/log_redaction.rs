@@ -36,10 +36,13 @@ fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
 
 /// Settings whose values are secrets. A reload logs every changed setting with its value
 /// ("parameter ... changed to ..."), superuser-only ones included.
-const SECRET_SETTINGS: [&str; 3] = [
+const SECRET_SETTINGS: [&str; 5] = [
     "procore_sync.client_secret",
     "procore_sync.http_status_token",
     "procore_sync.http_tls_key",
+    // An SMTP URL carries its password; a chat webhook URL is the credential itself.
+    "procore_sync.smtp_url",
+    "procore_sync.alert_webhook_url",
 ];
 
 /// The name of a secret setting whose new value the message would print.

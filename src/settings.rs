@@ -39,6 +39,16 @@ pub static HTTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static HTTP_MAX_BODY_KB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static WEBHOOK_INBOX_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static WEBHOOK_SETTLE_MS: GucSetting<i32> = GucSetting::<i32>::new(250);
+pub static SMTP_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ALERT_EMAIL_FROM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"procore_sync@localhost"));
+pub static ALERT_EMAIL_TO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ALERT_WEBHOOK_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static ALERT_QUEUE_STALL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
+pub static ALERT_WINDOW_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static ALERT_DIGEST_ABOVE: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static ALERT_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 pub fn register() {
     // A postmaster-level setting can only be defined while libraries are preloaded; loaded
@@ -219,6 +229,7 @@ pub fn register() {
         GucFlags::default(),
     );
     register_webhooks();
+    register_alerts();
 }
 
 /// The built-in HTTP listener's settings: read once, when its worker starts.
@@ -299,6 +310,123 @@ fn register_webhooks() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+}
+
+/// Alert settings, read by the alerts worker on every pass (and after each reload).
+fn register_alerts() {
+    GucRegistry::define_string_guc(
+        c"procore_sync.smtp_url",
+        c"SMTP server that alert emails go through, e.g. smtps://user:password@mail.example.com:465.",
+        c"smtps:// is implicit TLS, smtp+starttls:// (or smtp://...?tls=required) STARTTLS, plain smtp:// is for local relays.",
+        &SMTP_URL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.alert_email_from",
+        c"Sender address of alert emails.",
+        c"",
+        &ALERT_EMAIL_FROM,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.alert_email_to",
+        c"Comma-separated recipients of alert emails; empty sends no email.",
+        c"",
+        &ALERT_EMAIL_TO,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"procore_sync.alert_webhook_url",
+        c"URL that alerts are POSTed to as JSON with a text field (Slack, Teams).",
+        c"The URL is a credential: superuser-only and never shown.",
+        &ALERT_WEBHOOK_URL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.alert_queue_stall",
+        c"Alert when the oldest due queue item has waited this long.",
+        c"",
+        &ALERT_QUEUE_STALL_S,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.alert_window",
+        c"Alerts are gathered over this long before they go out; a burst becomes one digest.",
+        c"",
+        &ALERT_WINDOW_MS,
+        100,
+        24 * 3600 * 1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.alert_digest_above",
+        c"More alerts than this in one window go out as one digest.",
+        c"",
+        &ALERT_DIGEST_ABOVE,
+        0,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.alert_retry_delay",
+        c"Wait before the first retry of a failed alert delivery; later ones wait 5, 15 and 60 times as long.",
+        c"A delivery is recorded as failed after its fifth try.",
+        &ALERT_RETRY_DELAY_MS,
+        100,
+        24 * 3600 * 1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// Where and how alerts go, as set now.
+pub struct AlertSettings {
+    pub smtp_url: Option<Secret>,
+    pub email_from: String,
+    pub email_to: Vec<String>,
+    pub webhook_url: Option<Secret>,
+    pub queue_stall: Duration,
+    pub window: Duration,
+    pub digest_above: usize,
+    pub first_retry: Duration,
+    pub timeout: Duration,
+    pub ca_file: Option<String>,
+}
+
+pub fn alert_settings() -> AlertSettings {
+    let secret = |setting| {
+        Some(string(setting))
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+    };
+    let ca_file = string(&CA_FILE);
+    AlertSettings {
+        smtp_url: secret(&SMTP_URL),
+        email_from: string(&ALERT_EMAIL_FROM),
+        email_to: string(&ALERT_EMAIL_TO)
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        webhook_url: secret(&ALERT_WEBHOOK_URL),
+        queue_stall: Duration::from_secs(ALERT_QUEUE_STALL_S.get().max(1) as u64),
+        window: Duration::from_millis(ALERT_WINDOW_MS.get().max(100) as u64),
+        digest_above: ALERT_DIGEST_ABOVE.get().max(0) as usize,
+        first_retry: Duration::from_millis(ALERT_RETRY_DELAY_MS.get().max(100) as u64),
+        // An alert is a short message: a server that takes longer than this is down.
+        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get().clamp(1, 10_000) as u64),
+        ca_file: (!ca_file.is_empty()).then_some(ca_file),
+    }
 }
 
 pub fn http_listen() -> String {

@@ -9,6 +9,7 @@ use crate::data::{catalog, credentials, jobs, webhooks};
 use crate::errors::{required, OrRaise, SyncError};
 use crate::procore::Client;
 use crate::settings;
+use crate::sync::alerts;
 use crate::sync::counters::CountedClient;
 use crate::sync::webhooks::receive;
 use procore_sync_core::procore::hooks::DeliveryStatus;
@@ -183,6 +184,7 @@ fn procore_sync_webhooks_check() -> i32 {
                     reconciled += 1;
                 }
                 webhooks::record_check(company_id, failing, discarded, reconcile, None).or_raise();
+                alerts::note_discarded_deliveries(company_id, discarded).or_raise();
             }
             Err(e) => {
                 webhooks::record_check(company_id, 0, 0, false, Some(&e.to_string())).or_raise();

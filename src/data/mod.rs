@@ -1,6 +1,7 @@
 //! Data access: every SQL statement the extension runs on its tables, one module per part
 //! of the schema. Nothing here knows of workers or of the SQL functions above it.
 
+pub mod alerts;
 pub mod catalog;
 pub mod credentials;
 pub mod installed;

@@ -33,6 +33,8 @@ pub struct Counters {
     pub events_dropped: u64,
     pub events_done: u64,
     pub events_failed: u64,
+    pub alerts_sent: u64,
+    pub alerts_failed: u64,
 }
 
 impl Default for Counters {
@@ -52,6 +54,8 @@ impl Default for Counters {
             events_dropped: 0,
             events_done: 0,
             events_failed: 0,
+            alerts_sent: 0,
+            alerts_failed: 0,
         }
     }
 }
@@ -168,5 +172,16 @@ pub fn events(outcome: EventOutcome, n: usize) {
         EventOutcome::Dropped => c.events_dropped += n,
         EventOutcome::Done => c.events_done += n,
         EventOutcome::Failed => c.events_failed += n,
+    });
+}
+
+/// One alert delivery ended: sent, or failed for good after its last try.
+pub fn alert_delivery(sent: bool) {
+    with(|c| {
+        if sent {
+            c.alerts_sent += 1;
+        } else {
+            c.alerts_failed += 1;
+        }
     });
 }

@@ -21,9 +21,9 @@ use crate::data::transaction::in_transaction;
 use crate::data::{credentials, store};
 use crate::procore::{backoff, Client, ClientConfig, ProcoreError};
 use crate::settings;
-use crate::sync::counters;
 use crate::sync::user::{self, PgStore, RefreshStart};
 use crate::sync::webhooks::EventWork;
+use crate::sync::{alerts, counters};
 use procore_sync_core::fetch_pool::{blocking_signals, Answer, FetchPool, Job};
 use procore_sync_core::walk::{Action, SyncFailure, SyncOutcome, UserWalk};
 
@@ -543,6 +543,7 @@ fn finish_item(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let mut next_attempt = None;
     let finished = match &result {
         Ok(outcome) => {
             log!(
@@ -610,6 +611,9 @@ fn finish_item(
                 }
                 _ => Finish::Failed { error: &message },
             };
+            if let Finish::RetryAt { at, .. } = finish {
+                next_attempt = Some(at);
+            }
             in_transaction(|| queue::finish_item(item.queue_id, finish))
         }
     };
@@ -617,6 +621,15 @@ fn finish_item(
         log!(
             "procore_sync: could not record the end of queue item {}: {e}",
             item.queue_id
+        );
+    }
+    // Apart from the item's end, so that a failure here never leaves the item unfinished.
+    if let Err(e) =
+        in_transaction(|| alerts::note_user_outcome(&item.user_id, &result, next_attempt))
+    {
+        log!(
+            "procore_sync: could not weigh user {}'s sync for alerts: {e}",
+            item.user_id
         );
     }
 }

@@ -2,6 +2,7 @@
 //! (`flight`), and one user's sync in Postgres terms (`user`). Below the SQL functions and
 //! the workers' entry points, above the data layer.
 
+pub mod alerts;
 pub mod counters;
 pub mod flight;
 pub mod launch;

@@ -32,8 +32,10 @@ pub fn metrics() -> Result<Metrics, SyncError> {
             ticks: c.scheduler_ticks,
             total_seconds: c.scheduler_lateness_us_total as f64 / 1e6,
         },
-        // Alerts are not sent yet by this version: both stay 0.
-        alerts: AlertCounts::default(),
+        alerts: AlertCounts {
+            sent: c.alerts_sent,
+            failed: c.alerts_failed,
+        },
         webhook_events: WebhookEvents {
             recorded: c.events_recorded,
             duplicate: c.events_duplicate,

@@ -23,9 +23,9 @@ use crate::data::queue;
 use crate::data::transaction::in_transaction;
 use crate::schedule::{self, Schedule};
 use crate::settings;
-use crate::sync::counters;
 use crate::sync::launch::{self, LIBRARY};
 use crate::sync::wakeup;
+use crate::sync::{alerts, counters};
 
 /// Orphaned items and retention are looked after this often; it is also the longest sleep,
 /// so a wakeup lost for any reason delays a job change by at most this much. Job changes
@@ -364,20 +364,24 @@ fn reap_finished_run(jobid: i64, state: &mut JobState) {
         Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied) => {
             state.running = None;
             state.marked_running = false;
-            let _ = in_transaction(|| match job_runner::take_result(runid) {
-                Some(result) => {
-                    counters::job_run(jobid, result.succeeded);
-                    jobs::finish_run(runid, result.succeeded, &result.message, result.pid)
-                }
+            let (succeeded, message, pid) = match job_runner::take_result(runid) {
+                Some(result) => (result.succeeded, result.message, Some(result.pid)),
                 // Killed, role dropped, database gone: the runner never reported.
-                None => {
-                    counters::job_run(jobid, false);
-                    jobs::fail_run(
-                        runid,
-                        "job runner exited before recording a result (see the server log)",
-                    )
-                }
+                None => (
+                    false,
+                    "job runner exited before recording a result (see the server log)".to_owned(),
+                    None,
+                ),
+            };
+            counters::job_run(jobid, succeeded);
+            let _ = in_transaction(|| match pid {
+                Some(pid) => jobs::finish_run(runid, succeeded, &message, pid),
+                None => jobs::fail_run(runid, &message),
             });
+            // Apart, so that a failure here never leaves the run unrecorded.
+            if let Err(e) = in_transaction(|| alerts::note_job_run(jobid, succeeded, &message)) {
+                log!("procore_sync: could not weigh job {jobid}'s run for alerts: {e}");
+            }
         }
         Err(_) => {}
     }

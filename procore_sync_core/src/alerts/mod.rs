@@ -29,7 +29,9 @@ mod webhook;
 mod transport_tests;
 
 pub use alert::Alert;
-pub use compose::{compose, compose_over, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW};
+pub use compose::{
+    compose, compose_over, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW,
+};
 pub use error::AlertError;
 pub use policy::{
     on_deliveries_check, on_job_run, on_queue_check, on_user_outcome, JobStreak, QueueCheck,

@@ -233,6 +233,13 @@ impl Standin {
     }
 
     /// Request counters (`requests`, `api_requests`, `by_status`, `rate_limited`, ...).
+    /// What the stand-in's test receiver got at `/__capture/{name}`, oldest first: each
+    /// with `headers` and `body` (JSON when it parsed).
+    pub fn captures(&self, name: &str) -> Result<Vec<Value>> {
+        let v = self.admin("GET", &format!("/__admin/captures/{name}"), None)?;
+        serde_json::from_value(v).context("decoding /__admin/captures")
+    }
+
     pub fn stats(&self) -> Result<Value> {
         self.admin("GET", "/__admin/stats", None)
     }
