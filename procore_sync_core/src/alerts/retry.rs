@@ -23,7 +23,9 @@ pub fn next_retry(attempts: u32) -> Option<Duration> {
 /// an operator who wants a shorter or longer ladder (`procore_sync.alert_retry_delay`).
 pub fn next_retry_from(attempts: u32, first: Duration) -> Option<Duration> {
     let index = usize::try_from(attempts.checked_sub(1)?).ok()?;
-    LADDER.get(index).map(|&factor| first.saturating_mul(factor))
+    LADDER
+        .get(index)
+        .map(|&factor| first.saturating_mul(factor))
 }
 
 #[cfg(test)]
