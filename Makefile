@@ -90,6 +90,12 @@ package: prerequisites
 test-package: package standin
 	.ci/test-deb
 
+# docs/SCHEMA.md from a fresh CREATE EXTENSION in a throwaway cluster (the views, their
+# columns and types, the shipped catalog); tests/e2e/tests/schema_doc.rs fails when it is stale.
+.PHONY: schema-doc
+schema-doc: install
+	PROCORE_E2E_PG_BIN=$(PG_BINDIR) $(CARGO) run -p procore_sync_e2e --bin schema-doc
+
 # Long fault loops (repeated kills and restarts under load); not part of `make test`.
 .PHONY: test-soak
 test-soak: install standin

@@ -28,6 +28,7 @@ REVOKE EXECUTE ON FUNCTION procore_disconnect(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_user(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION queue_procore_sync_for_all_users() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION process_procore_sync_queue() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION procore_sync_resync(text, bigint) FROM PUBLIC;
 -- The receiver checks the secret itself, but which role may call it is the owner's choice
 -- (GRANT it to the role behind PostgREST or the application's API).
 REVOKE EXECUTE ON FUNCTION procore_sync_webhook(jsonb, text) FROM PUBLIC;

@@ -282,3 +282,178 @@ CREATE TABLE procore_sync_alert_delivery (
 CREATE INDEX procore_sync_alert_delivery_due ON procore_sync_alert_delivery (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX procore_sync_alert_delivery_finished_at ON procore_sync_alert_delivery (finished_at);
+
+-- Typed views of the catalog's new resources (issue 13), as sql/views.sql creates them.
+-- The catalog's resources (issue 13). Values the API sends as text or as numbers are
+-- typed only when they parse: a field holding something else reads NULL, and the raw value
+-- stays in `data`. Ids and counts must be plain integers (at most 18 digits for bigint, 9
+-- for integer), amounts plain decimals, dates YYYY-MM-DD of a real day, booleans JSON
+-- booleans. Each guard is a CASE, evaluated before the cast it protects.
+CREATE VIEW procore_drawing_areas WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id, name,
+       data->>'description' AS description,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'drawing_areas';
+
+CREATE VIEW procore_drawings WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'drawing_area_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'drawing_area_id')::bigint END AS drawing_area_id,
+       data->>'number' AS number, name AS title,
+       coalesce(data->'discipline'->>'name', data->>'discipline') AS discipline,
+       CASE jsonb_typeof(data->'obsolete') WHEN 'boolean' THEN (data->'obsolete')::boolean END AS obsolete,
+       CASE WHEN data->'current_revision'->>'id' ~ '^-?[0-9]{1,18}$' THEN (data->'current_revision'->>'id')::bigint END AS current_revision_id,
+       data->'current_revision'->>'revision_number' AS current_revision_number,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'drawings';
+
+CREATE VIEW procore_folders WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END AS parent_id,
+       name, data->>'name_with_path' AS name_with_path,
+       CASE jsonb_typeof(data->'private') WHEN 'boolean' THEN (data->'private')::boolean END AS private,
+       CASE jsonb_typeof(data->'read_only') WHEN 'boolean' THEN (data->'read_only')::boolean END AS read_only,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'folders';
+
+CREATE VIEW procore_files WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END AS folder_id,
+       name, data->>'name_with_path' AS name_with_path,
+       data->>'description' AS description,
+       data->>'file_type' AS file_type,
+       CASE WHEN data->>'size' ~ '^-?[0-9]{1,18}$' THEN (data->>'size')::bigint END AS size,
+       CASE jsonb_typeof(data->'private') WHEN 'boolean' THEN (data->'private')::boolean END AS private,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'files';
+
+CREATE VIEW procore_rfi_replies WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'rfi_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'rfi_id')::bigint END AS rfi_id,
+       data->>'plain_text_body' AS body,
+       CASE jsonb_typeof(data->'official') WHEN 'boolean' THEN (data->'official')::boolean END AS official,
+       CASE WHEN coalesce(data->'created_by'->>'id', data->>'created_by_id') ~ '^-?[0-9]{1,18}$'
+            THEN coalesce(data->'created_by'->>'id', data->>'created_by_id')::bigint END AS created_by_id,
+       coalesce(data->'created_by'->>'name', data->>'created_by') AS created_by,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'rfi_replies';
+
+-- Daily logs: `log_date` is the day logged (Procore's `date`), not when it was entered.
+-- The day check is nested: a month's last day is only asked of a string already known to
+-- be a date of a real month.
+CREATE VIEW procore_manpower_logs WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'date', 2)::integer
+                     <= extract(day from (left(data->>'date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'date')::date END END AS log_date,
+       status, data->>'notes' AS notes,
+       CASE WHEN data->>'num_workers' ~ '^-?[0-9]{1,9}$' THEN (data->>'num_workers')::integer END AS num_workers,
+       CASE WHEN data->>'num_hours' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'num_hours')::numeric END AS num_hours,
+       CASE WHEN data->>'man_hours' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'man_hours')::numeric END AS man_hours,
+       CASE WHEN data->'vendor'->>'id' ~ '^-?[0-9]{1,18}$' THEN (data->'vendor'->>'id')::bigint END AS vendor_id,
+       coalesce(data->'vendor'->>'name', data->'vendor'->>'company') AS vendor_name,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'manpower_logs';
+
+CREATE VIEW procore_notes_logs WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'date', 2)::integer
+                     <= extract(day from (left(data->>'date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'date')::date END END AS log_date,
+       status, data->>'comment' AS comment,
+       CASE jsonb_typeof(data->'is_issue_day') WHEN 'boolean' THEN (data->'is_issue_day')::boolean END AS is_issue_day,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'notes_logs';
+
+-- Procore sends weather readings as text ("72", "Yes"): the temperature is a number only
+-- when it is one, the delay flag a boolean for a JSON boolean or yes/no.
+CREATE VIEW procore_weather_logs WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       CASE WHEN data->>'date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'date', 2)::integer
+                     <= extract(day from (left(data->>'date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'date')::date END END AS log_date,
+       status, data->>'comments' AS comments,
+       data->>'sky' AS sky,
+       CASE WHEN data->>'temperature' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'temperature')::numeric END AS temperature,
+       data->>'precipitation' AS precipitation,
+       data->>'wind' AS wind,
+       data->>'ground' AS ground,
+       CASE WHEN jsonb_typeof(data->'is_weather_delay') = 'boolean' THEN (data->'is_weather_delay')::boolean
+            WHEN lower(data->>'is_weather_delay') IN ('yes', 'true') THEN true
+            WHEN lower(data->>'is_weather_delay') IN ('no', 'false') THEN false END AS is_weather_delay,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'weather_logs';
+
+-- Commitments: Procore sends amounts as decimal strings ("1000.00").
+CREATE VIEW procore_work_order_contracts WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       data->>'number' AS number, name AS title, status,
+       CASE jsonb_typeof(data->'executed') WHEN 'boolean' THEN (data->'executed')::boolean END AS executed,
+       CASE jsonb_typeof(data->'private') WHEN 'boolean' THEN (data->'private')::boolean END AS private,
+       CASE WHEN data->'vendor'->>'id' ~ '^-?[0-9]{1,18}$' THEN (data->'vendor'->>'id')::bigint END AS vendor_id,
+       coalesce(data->'vendor'->>'name', data->'vendor'->>'company') AS vendor_name,
+       CASE WHEN data->>'grand_total' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'grand_total')::numeric END AS grand_total,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'work_order_contracts';
+
+CREATE VIEW procore_purchase_order_contracts WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       data->>'number' AS number, name AS title, status,
+       CASE jsonb_typeof(data->'executed') WHEN 'boolean' THEN (data->'executed')::boolean END AS executed,
+       CASE jsonb_typeof(data->'private') WHEN 'boolean' THEN (data->'private')::boolean END AS private,
+       CASE WHEN data->'vendor'->>'id' ~ '^-?[0-9]{1,18}$' THEN (data->'vendor'->>'id')::bigint END AS vendor_id,
+       coalesce(data->'vendor'->>'name', data->'vendor'->>'company') AS vendor_name,
+       CASE WHEN data->>'grand_total' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'grand_total')::numeric END AS grand_total,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'purchase_order_contracts';
+
+CREATE VIEW procore_change_order_packages WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       data->>'number' AS number, name AS title, status,
+       CASE WHEN data->>'grand_total' ~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN (data->>'grand_total')::numeric END AS grand_total,
+       CASE WHEN data->>'due_date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'due_date', 2)::integer
+                     <= extract(day from (left(data->>'due_date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'due_date')::date END END AS due_date,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'change_order_packages';
+
+CREATE VIEW procore_meetings WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       name AS title, data->>'group_title' AS group_title, status,
+       CASE WHEN data->>'meeting_date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'meeting_date', 2)::integer
+                     <= extract(day from (left(data->>'meeting_date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'meeting_date')::date END END AS meeting_date,
+       CASE WHEN data->>'position' ~ '^-?[0-9]{1,9}$' THEN (data->>'position')::integer END AS position,
+       CASE jsonb_typeof(data->'is_private') WHEN 'boolean' THEN (data->'is_private')::boolean END AS is_private,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'meetings';
+
+-- Inspections are Procore's checklist lists.
+CREATE VIEW procore_inspections WITH (security_invoker = true) AS
+SELECT procore_id AS id, company_id, project_id,
+       data->>'number' AS number, name, status,
+       CASE WHEN data->>'inspection_date' ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' THEN
+           CASE WHEN right(data->>'inspection_date', 2)::integer
+                     <= extract(day from (left(data->>'inspection_date', 8) || '01')::date + interval '1 month - 1 day')
+                THEN (data->>'inspection_date')::date END END AS inspection_date,
+       coalesce(data->'list_template'->>'name', data->>'list_template_name') AS list_template_name,
+       CASE WHEN data->'inspector'->>'id' ~ '^-?[0-9]{1,18}$' THEN (data->'inspector'->>'id')::bigint END AS inspector_id,
+       data->'inspector'->>'name' AS inspector_name,
+       updated_at, synced_at, deleted_at, data
+FROM procore_records WHERE resource = 'inspections';
+
+-- procore_sync_resync (issue 13), as pgrx generates it; an administration function, not
+-- executable by PUBLIC.
+CREATE  FUNCTION "procore_sync_resync"(
+	"resource" TEXT, /* Option < & str > */
+	"company_id" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS INT /* i32 */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'procore_sync_resync_wrapper';
+REVOKE EXECUTE ON FUNCTION procore_sync_resync(text, bigint) FROM PUBLIC;

@@ -7,4 +7,5 @@ mod jobs;
 mod manual_sync;
 mod observe;
 mod queue;
+mod resync;
 mod webhooks;

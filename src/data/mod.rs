@@ -8,6 +8,7 @@ pub mod installed;
 pub mod jobs;
 pub mod plans;
 pub mod queue;
+pub mod resync;
 pub mod status;
 pub mod store;
 pub mod timestamps;

@@ -12,6 +12,7 @@ pub mod env;
 pub mod observe;
 pub mod request_log;
 pub mod rls;
+pub mod schema_doc;
 pub mod smtp;
 pub mod standin;
 pub mod stop;

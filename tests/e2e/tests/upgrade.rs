@@ -24,7 +24,22 @@ use serde_json::json;
 use uuid::Uuid;
 
 const RELEASED: &str = "0.1.0";
-const EXTENSION_DIR: &str = "/usr/share/postgresql/15/extension";
+
+/// The extension directory of the PostgreSQL the tests run (`PROCORE_E2E_PG_BIN` or the
+/// system one), where test update scripts go beside the installed ones.
+fn extension_dir() -> PathBuf {
+    let pg_config = cluster::pg_bin_dir().join("pg_config");
+    let out = std::process::Command::new(&pg_config)
+        .arg("--sharedir")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} --sharedir: {e}", pg_config.display()));
+    assert!(
+        out.status.success(),
+        "{} --sharedir failed",
+        pg_config.display()
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("extension")
+}
 
 /// The directory holding the released 0.1.0 `procore_sync.so`.
 fn released_library_dir() -> PathBuf {
@@ -33,7 +48,7 @@ fn released_library_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/v0.1.0/lib"));
     let dir = dir.canonicalize().unwrap_or(dir);
     let library = dir.join("procore_sync.so");
-    let script = Path::new(EXTENSION_DIR).join(format!("procore_sync--{RELEASED}.sql"));
+    let script = extension_dir().join(format!("procore_sync--{RELEASED}.sql"));
     for path in [&library, &script] {
         assert!(
             path.exists(),
@@ -527,7 +542,7 @@ struct ScriptFile(PathBuf);
 
 impl ScriptFile {
     fn new(name: &str, text: &str) -> ScriptFile {
-        let path = Path::new(EXTENSION_DIR).join(name);
+        let path = extension_dir().join(name);
         std::fs::write(&path, text).expect("write an update script");
         ScriptFile(path)
     }

@@ -14,6 +14,10 @@ SELECT viewname FROM pg_views WHERE viewname LIKE 'procore\_%' ORDER BY viewname
 INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('inspections', '/rest/v1.0/projects/{project_id}/checklist/lists', 'project');
 INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('broken', '/rest/v1.0/companies/vendors', 'company');
 
+-- Re-syncing one resource resets its cursors (none yet here); an unknown one is refused.
+SELECT procore_sync_resync('rfis') AS scopes;
+SELECT procore_sync_resync('no_such_resource');
+
 -- Scheduling, pg_cron style.
 SELECT procore_sync_schedule('nightly-report', '30 2 * * *', 'SELECT 1') > 0 AS scheduled;
 SELECT procore_sync_schedule('nightly-report', '45 2 * * *', 'SELECT 2') = jobid AS same_job FROM procore_sync_job WHERE jobname = 'nightly-report';
