@@ -90,8 +90,11 @@ pub extern "C-unwind" fn procore_sync_alerts_main(_arg: pg_sys::Datum) {
                     .min(PASS);
             }
             Err(e) => {
-                // Most likely the extension was dropped or is being updated: look again.
-                log!("procore_sync alerts: {e}");
+                // A dropped or outdated extension is the scheduler's to report, once; any
+                // other failure is this worker's.
+                if in_transaction(installed::require_current_version).is_ok() {
+                    log!("procore_sync alerts: {e}");
+                }
                 ready = false;
                 sleep = NO_EXTENSION_RETRY;
             }
