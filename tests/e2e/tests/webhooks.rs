@@ -1349,6 +1349,12 @@ fn discarded_deliveries_queue_the_companys_users_and_their_sync_brings_the_misse
     assert_eq!(check_error, None);
     assert_eq!(discarded, 3, "the view counts the discarded deliveries");
     assert_eq!(failing, 0);
+    let alerts = discarded_alerts(&mut c);
+    assert_eq!(
+        alerts,
+        [(COMPANY, 3)],
+        "one alert tells the operators of the discarded deliveries"
+    );
     assert!(
         reconciled_at.is_some_and(|t| t >= since),
         "{reconciled_at:?}"
@@ -1386,6 +1392,20 @@ fn discarded_deliveries_queue_the_companys_users_and_their_sync_brings_the_misse
         .unwrap()
         .get(0);
     assert_eq!(again, 0, "no new failing or discarded deliveries");
+    assert_eq!(discarded_alerts(&mut c).len(), 1, "and no second alert");
+}
+
+/// The `deliveries_discarded` alerts raised: company and count, oldest first.
+fn discarded_alerts(c: &mut postgres::Client) -> Vec<(i64, i64)> {
+    c.query(
+        "SELECT (details ->> 'company_id')::bigint, (details ->> 'count')::bigint
+         FROM procore_sync_alert WHERE kind = 'deliveries_discarded' ORDER BY id",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------
