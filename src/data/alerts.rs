@@ -212,7 +212,8 @@ pub fn purge_old_rows() -> Result<(), SyncError> {
 /// The job's name, which its alerts and streak go by.
 pub fn job_name(jobid: i64) -> Result<Option<String>, SyncError> {
     Ok(Spi::get_one_with_args::<String>(
-        "SELECT coalesce(jobname, 'job ' || jobid) FROM procore_sync_job WHERE jobid = $1",
+        // A scalar subquery: one row even for a job deleted meanwhile (get_one fails on none).
+        "SELECT (SELECT coalesce(jobname, 'job ' || jobid) FROM procore_sync_job WHERE jobid = $1)",
         &[jobid.into()],
     )?)
 }
@@ -220,8 +221,8 @@ pub fn job_name(jobid: i64) -> Result<Option<String>, SyncError> {
 /// Whether the user's credentials say they must reconnect, and why.
 pub fn must_reconnect(user_id: &str) -> Result<Option<String>, SyncError> {
     Ok(Spi::get_one_with_args::<String>(
-        "SELECT coalesce(reconnect_reason, 'the Procore grant was revoked')
-         FROM procore_sync_credentials WHERE user_id = $1::uuid AND needs_reconnect",
+        "SELECT (SELECT coalesce(reconnect_reason, 'the Procore grant was revoked')
+                 FROM procore_sync_credentials WHERE user_id = $1::uuid AND needs_reconnect)",
         &[user_id.into()],
     )?)
 }

@@ -484,3 +484,70 @@ fn a_queue_that_stops_draining_raises_one_alert_and_one_when_it_drains_again() {
         "the server log has the alert"
     );
 }
+
+#[test]
+fn a_failing_sync_alerts_with_the_error_and_the_next_attempt() {
+    let a = A::start(1, &[]);
+    let capture = format!("{}/__capture/chat", a.env.standin.base_url());
+    a.ok(
+        a.env
+            .cluster
+            .set_setting("procore_sync.alert_webhook_url", &capture),
+        "set procore_sync.alert_webhook_url",
+    );
+    a.ok(
+        a.env.standin.add_faults(json!(
+            {"kind": "status", "status": 503, "login": "user-1", "path": "/companies"}
+        )),
+        "make Procore answer 503",
+    );
+    let mut c = a.client();
+    a.ok(
+        c.batch_execute(
+            "SELECT queue_procore_sync_for_all_users(); SELECT process_procore_sync_queue();",
+        )
+        .map_err(Into::into),
+        "queue and process",
+    );
+    a.wait("the failed attempt", || {
+        let mut c = a.env.client()?;
+        let row = c.query_one(
+            "SELECT attempts, status FROM procore_sync_queue WHERE user_id = $1",
+            &[&a.user(1)],
+        )?;
+        Ok(row.get::<_, i32>(0) >= 1 && row.get::<_, String>(1) == "pending")
+    });
+    let next_attempt: chrono::DateTime<chrono::Utc> = a
+        .ok(
+            c.query_one(
+                "SELECT next_attempt_at FROM procore_sync_queue WHERE user_id = $1",
+                &[&a.user(1)],
+            )
+            .map_err(Into::into),
+            "read the next attempt",
+        )
+        .get(0);
+
+    a.wait("the post", || {
+        Ok(!a.env.standin.captures("chat")?.is_empty())
+    });
+    let post = &a.ok(a.env.standin.captures("chat"), "read the captures")[0]["body"];
+    assert_eq!(post["kind"], "user_failing");
+    assert_eq!(post["user_id"], a.user(1).to_string());
+    let text = post["text"].as_str().unwrap_or_default();
+    assert!(text.contains("503"), "the post gives the error: {text}");
+    let announced = post["next_attempt"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    assert_eq!(
+        announced.map(|t| t.timestamp()),
+        Some(next_attempt.timestamp()),
+        "the post gives the queue item's next attempt: {post}"
+    );
+    assert!(
+        text.contains(&next_attempt.format("%Y-%m-%d %H:%M").to_string()),
+        "the text gives the next attempt too: {text}"
+    );
+    a.assert_no_secret("the post", &post.to_string());
+}
