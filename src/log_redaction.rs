@@ -31,7 +31,9 @@ fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
     let text = unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .to_ascii_lowercase();
+    // `ALTER SYSTEM SET procore_sync.smtp_url = 'smtps://user:password@…'` and the like.
     CREDENTIAL_CALLS.iter().any(|call| text.contains(call))
+        || SECRET_SETTINGS.iter().any(|name| text.contains(name))
 }
 
 /// Settings whose values are secrets. A reload logs every changed setting with its value
@@ -70,7 +72,7 @@ unsafe extern "C-unwind" fn hide_credential_statements(edata: *mut pg_sys::Error
         // the message and detail themselves.
         if mentions_credentials((*edata).message) {
             (*edata).message = pg_sys::pstrdup(
-                c"statement hidden: it carries Procore credentials or a webhook secret".as_ptr(),
+                c"statement hidden: it carries Procore credentials, a secret setting or a webhook secret".as_ptr(),
             );
         }
         // Bind parameters show up in the detail (log_statement) or the context

@@ -209,10 +209,10 @@ pub fn purge_old_rows() -> Result<(), SyncError> {
     Ok(())
 }
 
-/// The job's name, which its alerts and streak go by.
+/// The job's name, which its alerts and streak go by; `None` for a job deleted meanwhile.
+/// Both look-ups here are scalar subqueries because `get_one` fails on no row.
 pub fn job_name(jobid: i64) -> Result<Option<String>, SyncError> {
     Ok(Spi::get_one_with_args::<String>(
-        // A scalar subquery: one row even for a job deleted meanwhile (get_one fails on none).
         "SELECT (SELECT coalesce(jobname, 'job ' || jobid) FROM procore_sync_job WHERE jobid = $1)",
         &[jobid.into()],
     )?)

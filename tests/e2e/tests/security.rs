@@ -502,6 +502,71 @@ const VERBOSE_LOGGING: [(&str, &str); 6] = [
     ("log_min_messages", "debug1"),
 ];
 
+/// The SMTP URL (with its password) and the chat webhook URL (itself the credential), set
+/// by `ALTER SYSTEM` under the most verbose logging: neither the statement nor the reload
+/// writes them to the log, and no other role can read them back.
+#[test]
+fn alert_urls_stay_out_of_the_log_and_out_of_reach() {
+    let env = start_env(small_world(1, json!({})), &VERBOSE_LOGGING);
+    let password = format!("pw{}", Uuid::new_v4().simple());
+    let hook_path = format!("services/{}", Uuid::new_v4().simple());
+    let smtp_url = format!("smtps://alerts:{password}@mail.example.invalid:465");
+    let hook_url = format!("https://hooks.example.invalid/{hook_path}");
+    let mut su = connect(&env.cluster);
+    for (name, value) in [
+        ("procore_sync.smtp_url", &smtp_url),
+        ("procore_sync.alert_webhook_url", &hook_url),
+    ] {
+        su.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .expect("ALTER SYSTEM");
+    }
+    su.execute("SELECT pg_reload_conf()", &[]).expect("reload");
+    wait_for(
+        &env.cluster,
+        Duration::from_secs(20),
+        "the reload's log lines",
+        || {
+            let log = env.cluster.log();
+            Ok(
+                log.contains("parameter \"procore_sync.smtp_url\" changed (value hidden)")
+                    && log.contains(
+                        "parameter \"procore_sync.alert_webhook_url\" changed (value hidden)",
+                    ),
+            )
+        },
+    );
+    let log = env.cluster.log();
+    assert!(
+        log.contains("statement hidden"),
+        "log_statement = all logged the ALTER SYSTEM statements, hidden"
+    );
+    for secret in [&password, &hook_path] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log holds an alert secret"
+        );
+    }
+    create_login_role(&mut su, "app");
+    let mut app = connect_as(&env.cluster, "app");
+    for name in ["procore_sync.smtp_url", "procore_sync.alert_webhook_url"] {
+        expect_denied(app.simple_query(&format!("SHOW {name}")), name);
+        // Where alerts go is a superuser's choice.
+        expect_denied(
+            app.simple_query(&format!(
+                "ALTER SYSTEM SET {name} = 'http://attacker.invalid'"
+            )),
+            &format!("ALTER SYSTEM SET {name}"),
+        );
+    }
+    let show_all = all_text(&mut app, "SHOW ALL").expect("SHOW ALL");
+    assert!(
+        show_all
+            .iter()
+            .all(|r| !r.contains(&password) && !r.contains(&hook_path)),
+        "SHOW ALL shows an alert secret"
+    );
+}
+
 /// Remembers the parts of a client-side error the server composed (message, detail,
 /// hint), for the leak check. `where_` is left out: with
 /// `log_parameter_max_length_on_error` it echoes the caller's own bind parameters back to
