@@ -166,6 +166,24 @@ impl A {
         });
     }
 
+    /// Waits until an alert of `kind` has been raised.
+    fn wait_alert(&self, kind: &str) {
+        self.wait(&format!("a {kind} alert"), || {
+            Ok(self.alert_kinds().iter().any(|k| k == kind))
+        });
+    }
+
+    /// Sets `procore_sync.alert_webhook_url` to the stand-in's capture endpoint `name`.
+    fn post_alerts_to_capture(&self, name: &str) {
+        let url = format!("{}/__capture/{name}", self.env.standin.base_url());
+        self.ok(
+            self.env
+                .cluster
+                .set_setting("procore_sync.alert_webhook_url", &url),
+            "set procore_sync.alert_webhook_url",
+        );
+    }
+
     /// The kinds of the alerts raised so far, oldest first.
     fn alert_kinds(&self) -> Vec<String> {
         let mut c = self.client();
@@ -353,13 +371,7 @@ fn with_the_smtp_server_down_the_email_is_retried_then_recorded_failed_and_synci
 #[test]
 fn a_failing_job_alerts_a_chat_webhook_once_after_three_runs() {
     let a = A::start(1, &[]);
-    let capture = format!("{}/__capture/chat", a.env.standin.base_url());
-    a.ok(
-        a.env
-            .cluster
-            .set_setting("procore_sync.alert_webhook_url", &capture),
-        "set procore_sync.alert_webhook_url",
-    );
+    a.post_alerts_to_capture("chat");
     let mut c = a.client();
     let job = "nightly <export>";
     a.ok(
@@ -382,9 +394,7 @@ fn a_failing_job_alerts_a_chat_webhook_once_after_three_runs() {
         .map_err(Into::into),
         "mend the job",
     );
-    a.wait("the recovery alert", || {
-        Ok(a.alert_kinds().iter().any(|k| k == "job_recovered"))
-    });
+    a.wait_alert("job_recovered");
     assert_eq!(a.alert_kinds(), ["job_failing", "job_recovered"]);
 
     a.wait("both posts at the capture endpoint", || {
@@ -452,18 +462,14 @@ fn a_queue_that_stops_draining_raises_one_alert_and_one_when_it_drains_again() {
         )
         .get(0);
     assert_eq!(queued, 2);
-    a.wait("the stall alert", || {
-        Ok(a.alert_kinds().iter().any(|k| k == "queue_stalled"))
-    });
+    a.wait_alert("queue_stalled");
     a.ok(
         c.query_one("SELECT process_procore_sync_queue()", &[])
             .map(drop)
             .map_err(Into::into),
         "drain the queue",
     );
-    a.wait("the recovery alert", || {
-        Ok(a.alert_kinds().iter().any(|k| k == "queue_recovered"))
-    });
+    a.wait_alert("queue_recovered");
     assert_eq!(a.alert_kinds(), ["queue_stalled", "queue_recovered"]);
     a.wait("both alerts composed", || {
         let mut c = a.env.client()?;
@@ -488,13 +494,7 @@ fn a_queue_that_stops_draining_raises_one_alert_and_one_when_it_drains_again() {
 #[test]
 fn a_failing_sync_alerts_with_the_error_and_the_next_attempt() {
     let a = A::start(1, &[]);
-    let capture = format!("{}/__capture/chat", a.env.standin.base_url());
-    a.ok(
-        a.env
-            .cluster
-            .set_setting("procore_sync.alert_webhook_url", &capture),
-        "set procore_sync.alert_webhook_url",
-    );
+    a.post_alerts_to_capture("chat");
     a.ok(
         a.env.standin.add_faults(json!(
             {"kind": "status", "status": 503, "login": "user-1", "path": "/companies"}
