@@ -822,7 +822,14 @@ impl UserWalk {
         let written = match listing.target.kind {
             ListingKind::Records => store.write_page(&listing.target, rows, &progress)?,
             ListingKind::Deletions => {
-                let ids: Vec<i64> = rows.iter().map(|r| r.procore_id).collect();
+                // A list that ignored `filters[include_deleted]=only` would answer live
+                // records: only those that say they are deleted count.
+                let bin = self.resources[listing.resource].recycle_bin_path.is_some();
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| bin || r.data.get("deleted_at").is_some_and(|d| !d.is_null()))
+                    .map(|r| r.procore_id)
+                    .collect();
                 store.mark_deleted(&listing.target, &ids)?
             }
         };
@@ -1013,6 +1020,11 @@ impl UserWalk {
                 // The parent was deleted since it was listed: its children went with it.
                 if listing.target.parent_id.is_some() && matches!(e, ProcoreError::NotFound(_)) {
                     store.fail_listing(&listing.target, "its parent is gone (404)", true)?;
+                    return Ok(());
+                }
+                // No recycle bin offered, or not to this user: deletions wait for the next
+                // full pass, as they did before recycle bins were read.
+                if listing.target.kind == ListingKind::Deletions && denied {
                     return Ok(());
                 }
                 self.listing_failed(store, &listing.target, e.to_string(), denied)

@@ -202,6 +202,8 @@ struct FakeProcore {
     /// The query of every first page asked for, by path.
     queries: Vec<(String, Vec<(String, String)>)>,
     bad_json: Vec<String>,
+    /// Answers `filters[include_deleted]=only` with live records, as a list without it does.
+    ignore_include_deleted: bool,
 }
 
 impl FakeProcore {
@@ -225,6 +227,7 @@ impl FakeProcore {
             requests: Vec::new(),
             queries: Vec::new(),
             bad_json: Vec::new(),
+            ignore_include_deleted: false,
         }
     }
 
@@ -236,6 +239,10 @@ impl FakeProcore {
     }
 
     fn answer(&mut self, fetch: &Fetch) -> Result<FetchedPage, ProcoreError> {
+        let deleted_list = match &fetch.page {
+            PageAddress::First { query, .. } => query.iter().any(|(n, _)| n.contains("deleted")),
+            PageAddress::Next(_) => false,
+        } && !self.ignore_include_deleted;
         let (path, page) = match &fetch.page {
             PageAddress::First { path, query, .. } => {
                 assert!(!path.contains('{'), "placeholders left in {path}");
@@ -263,8 +270,16 @@ impl FakeProcore {
         let rows = if self.bad_json.contains(&path) {
             page_rows(vec![json!("not an object")]).map_err(|e| e.to_string())
         } else {
-            page_rows(chunk.iter().map(|id| json!({ "id": id })).collect())
-                .map_err(|e| e.to_string())
+            page_rows(
+                chunk
+                    .iter()
+                    .map(|id| match deleted_list {
+                        true => json!({ "id": id, "deleted_at": "2026-03-01T11:00:00Z" }),
+                        false => json!({ "id": id }),
+                    })
+                    .collect(),
+            )
+            .map_err(|e| e.to_string())
         };
         Ok(FetchedPage {
             rows,
@@ -1160,4 +1175,28 @@ fn an_incremental_pass_reads_the_recycle_bin_and_marks_what_it_lists() {
         .calls
         .iter()
         .any(|c| matches!(c, Call::Finish(l, ..) if l.contains("(deleted)"))));
+}
+
+#[test]
+fn a_list_that_ignores_include_deleted_marks_nothing_and_a_missing_bin_is_no_error() {
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    incremental_cursors(&mut store, &["rfis in project 11", "events in project 11"]);
+    procore.ignore_include_deleted = true;
+    procore.lists.insert("/e?project_id=11".into(), vec![7]);
+    procore.fail_next(
+        "/rest/v1.0/projects/11/rfis/recycle_bin",
+        vec![ProcoreError::NotFound("no such route".into())],
+    );
+    let outcome = run(&mut walk_of(with_bins()), &mut store, &mut procore)
+        .result
+        .expect("a clean walk");
+    assert!(outcome.resource_errors.is_empty(), "{outcome:?}");
+    assert!(store.calls.contains(&Call::Deleted(
+        "events (deleted) in project 11".into(),
+        vec![]
+    )));
+    assert!(!store
+        .calls
+        .iter()
+        .any(|c| matches!(c, Call::Deleted(l, _) if l.starts_with("rfis"))));
 }
