@@ -162,11 +162,11 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), None, page()).unwrap(),
             2
         );
         assert_eq!(
-            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), None, page()).unwrap(),
             0
         );
         assert_eq!(
@@ -390,7 +390,7 @@ mod tests {
             },
             "only record 4 is hidden"
         );
-        crate::data::store::save_cursor(USER_U, "rfis", 7, 70, chrono::Utc::now(), false, None)
+        crate::data::store::save_cursor(USER_U, "rfis", 7, 70, 0, chrono::Utc::now(), false, None)
             .unwrap();
         assert!(visible(1) && !visible(4) && visible(5));
     }
