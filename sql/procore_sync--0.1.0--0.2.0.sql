@@ -274,7 +274,7 @@ ALTER TABLE procore_sync_resource
 
 -- The rules a constraint cannot state: a parent exists, has the child's scope, is not one of
 -- the two resources the walk itself is built on, and no chain of parents loops.
-CREATE FUNCTION procore_sync_resource_check() RETURNS trigger
+CREATE FUNCTION procore_sync_resource_parents() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
@@ -320,9 +320,9 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER procore_sync_resource_check
+CREATE TRIGGER procore_sync_resource_parents
     BEFORE INSERT OR UPDATE ON procore_sync_resource
-    FOR EACH ROW EXECUTE FUNCTION procore_sync_resource_check();
+    FOR EACH ROW EXECUTE FUNCTION procore_sync_resource_parents();
 
 -- 0.2.0's catalog: deletions where Procore lists them, and the resources a construction app
 -- needs beyond the first nine. The new resources ship disabled: turned on by an upgrade

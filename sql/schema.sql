@@ -82,7 +82,7 @@ CREATE TABLE procore_sync_resource (
 
 -- The rules a constraint cannot state: a parent exists, has the child's scope, is not one of
 -- the two resources the walk itself is built on, and no chain of parents loops.
-CREATE FUNCTION procore_sync_resource_check() RETURNS trigger
+CREATE FUNCTION procore_sync_resource_parents() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
@@ -128,9 +128,9 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER procore_sync_resource_check
+CREATE TRIGGER procore_sync_resource_parents
     BEFORE INSERT OR UPDATE ON procore_sync_resource
-    FOR EACH ROW EXECUTE FUNCTION procore_sync_resource_check();
+    FOR EACH ROW EXECUTE FUNCTION procore_sync_resource_parents();
 
 INSERT INTO procore_sync_resource (name, path_template, scope, supports_updated_at_filter, paginated) VALUES
     ('companies',     '/rest/v1.0/companies',                                'user',    false, false),
