@@ -13,6 +13,8 @@ SELECT viewname FROM pg_views WHERE viewname LIKE 'procore\_%' ORDER BY viewname
 -- Adding an endpoint is one INSERT; a path that cannot be filled in is refused.
 INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('timesheets', '/rest/v1.0/projects/{project_id}/timesheets', 'project');
 INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('broken', '/rest/v1.0/companies/vendors', 'company');
+-- A child resource names a parent that exists.
+INSERT INTO procore_sync_resource (name, path_template, scope, parent_resource, parent_placeholder) VALUES ('orphan', '/rest/v1.0/x/{thing_id}?project_id={project_id}', 'project', 'nothing', 'thing_id');
 
 -- Scheduling, pg_cron style.
 SELECT procore_sync_schedule('nightly-report', '30 2 * * *', 'SELECT 1') > 0 AS scheduled;
