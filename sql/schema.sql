@@ -171,7 +171,9 @@ INSERT INTO procore_sync_resource
     ('change_order_packages',    '/rest/v1.0/change_order_packages?project_id={project_id}',                    'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
     ('meetings',                 '/rest/v1.0/meetings?project_id={project_id}',                                 'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
     ('inspections',              '/rest/v1.0/checklist/lists?project_id={project_id}',                          'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
-    ('rfi_replies',              '/rest/v1.0/projects/{project_id}/rfis/{rfi_id}/replies',                      'project', false, true,  false, 'rfis',          'rfi_id',          NULL,         false, NULL);
+    ('rfi_replies',              '/rest/v1.0/projects/{project_id}/rfis/{rfi_id}/replies',                      'project', false, true,  false, 'rfis',          'rfi_id',          NULL,         false, NULL)
+-- A row a user added under one of these names before 0.2.0 is theirs: it stays as it is.
+ON CONFLICT (name) DO NOTHING;
 -- Every synced record, keyed the way Procore identifies it. The raw JSON is kept whole; the
 -- columns are the ones users filter on.
 CREATE TABLE procore_records (

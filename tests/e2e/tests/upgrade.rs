@@ -24,7 +24,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 const RELEASED: &str = "0.1.0";
-const EXTENSION_DIR: &str = "/usr/share/postgresql/15/extension";
+
+/// The extension directory of the PostgreSQL the tests run (`PROCORE_E2E_PG_BIN`'s copy or
+/// Debian's): `share/` lies beside `lib/`, as `cluster::pg_bin_dir` documents.
+fn extension_dir() -> PathBuf {
+    let bin = procore_sync_e2e::cluster::pg_bin_dir();
+    let prefix = bin.ancestors().nth(4).map(Path::to_path_buf);
+    match prefix {
+        Some(prefix) if bin.ends_with("lib/postgresql/15/bin") => {
+            prefix.join("share/postgresql/15/extension")
+        }
+        _ => PathBuf::from("/usr/share/postgresql/15/extension"),
+    }
+}
 
 /// The directory holding the released 0.1.0 `procore_sync.so`.
 fn released_library_dir() -> PathBuf {
@@ -33,7 +45,7 @@ fn released_library_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/v0.1.0/lib"));
     let dir = dir.canonicalize().unwrap_or(dir);
     let library = dir.join("procore_sync.so");
-    let script = Path::new(EXTENSION_DIR).join(format!("procore_sync--{RELEASED}.sql"));
+    let script = extension_dir().join(format!("procore_sync--{RELEASED}.sql"));
     for path in [&library, &script] {
         assert!(
             path.exists(),
@@ -148,6 +160,25 @@ fn succeeded_runs(client: &mut postgres::Client, jobid: i64) -> i64 {
         )
         .expect("count runs")
         .get(0)
+}
+
+/// The catalog's rows, the columns 0.1.0 has, by name (only `names` when given).
+fn catalog_rows(
+    client: &mut impl postgres::GenericClient,
+    names: Option<&Vec<String>>,
+) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT name, ROW(path_template, scope, supports_updated_at_filter, paginated,
+                              per_page, enabled)::text
+             FROM procore_sync_resource WHERE $1::text[] IS NULL OR name = ANY ($1)
+             ORDER BY name",
+            &[&names],
+        )
+        .expect("read the catalog")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 fn assert_same_rows(
@@ -337,6 +368,10 @@ fn update_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         "the new library before the update",
     );
 
+    // The catalog's rows as 0.1.0 has them: the update adds resources beside them.
+    let catalog_010 = catalog_rows(&mut client, None);
+    let names_010: Vec<String> = catalog_010.iter().map(|(n, _)| n.clone()).collect();
+
     // The update, with the scheduler up; the rows are read inside its transaction, before
     // the scheduler can act on the new version.
     let update_started = now(&mut client);
@@ -352,9 +387,20 @@ fn update_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         .get(0);
     let rows_updated =
         fingerprint_again(&mut tx, &rows_on_010).expect("fingerprint inside the update");
+    let catalog_kept = catalog_rows(&mut tx, Some(&names_010));
+    let catalog_count: i64 = tx
+        .query_one("SELECT count(*) FROM procore_sync_resource", &[])
+        .expect("count the catalog")
+        .get(0);
     tx.commit().expect("commit the update");
     assert_eq!(version, new);
-    assert_same_rows(&rows_on_010, &rows_updated, "ALTER EXTENSION UPDATE");
+    // Every table's rows are kept as they were, except the catalog's, which grows: 13
+    // resources, less the user's own `inspections`, which stays as the user wrote it.
+    let mut kept_tables = rows_on_010.clone();
+    kept_tables.remove("procore_sync_resource");
+    assert_same_rows(&kept_tables, &rows_updated, "ALTER EXTENSION UPDATE");
+    assert_eq!(catalog_kept, catalog_010, "the 0.1.0 catalog rows are kept");
+    assert_eq!(catalog_count, catalog_010.len() as i64 + 12);
     eprintln!("rows kept by the update (table: before -> after):");
     for (table, before) in &rows_on_010 {
         eprintln!(
@@ -527,7 +573,7 @@ struct ScriptFile(PathBuf);
 
 impl ScriptFile {
     fn new(name: &str, text: &str) -> ScriptFile {
-        let path = Path::new(EXTENSION_DIR).join(name);
+        let path = extension_dir().join(name);
         std::fs::write(&path, text).expect("write an update script");
         ScriptFile(path)
     }
