@@ -202,6 +202,8 @@ mod tests {
             company_id: 7,
             project_id: Some(project),
             window_from: None,
+            parent_id: None,
+            dates: None,
         }
     }
 
@@ -390,8 +392,15 @@ mod tests {
             },
             "only record 4 is hidden"
         );
-        crate::data::store::save_cursor(USER_U, "rfis", 7, 70, 0, chrono::Utc::now(), false, None)
-            .unwrap();
+        crate::data::store::save_cursor(
+            USER_U,
+            "rfis",
+            (7, 70, 0),
+            chrono::Utc::now(),
+            false,
+            None,
+        )
+        .unwrap();
         assert!(visible(1) && !visible(4) && visible(5));
     }
 }

@@ -64,6 +64,10 @@ enum Call {
     Deleted(String, Vec<i64>),
 }
 
+/// Resource, company, project, parent record.
+type ScopeKey = (String, Option<i64>, Option<i64>, Option<i64>);
+type Days = (NaiveDate, NaiveDate);
+
 #[derive(Default)]
 struct FakeStore {
     calls: Vec<Call>,
@@ -72,9 +76,9 @@ struct FakeStore {
     progress: Vec<Progress>,
     /// Live records written, per (resource, company, project, parent): what `parent_ids`
     /// reads back.
-    records: BTreeMap<(String, Option<i64>, Option<i64>, Option<i64>), BTreeSet<i64>>,
+    records: BTreeMap<ScopeKey, BTreeSet<i64>>,
     /// Every `ListingEnd` handed to `finish_listing`, by listing.
-    ends: Vec<(String, bool, Option<(NaiveDate, NaiveDate)>)>,
+    ends: Vec<(String, bool, Option<Days>)>,
 }
 
 impl FakeStore {

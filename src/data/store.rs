@@ -184,16 +184,15 @@ pub fn cursor(
     })
 }
 
-/// Records that a pass over one resource in one scope finished. `window_end` is the upper
+/// Records that a pass over one resource in one scope (company, project, parent record; 0
+/// for none) finished. `window_end` is the upper
 /// bound the pass asked for (or its start for a full pass), never the finish time, so no
 /// change made during the pass is skipped next time. A pass without error also renews the
 /// user's grant to see the scope (`listed_at`).
 pub fn save_cursor(
     user_id: &str,
     resource: &str,
-    company_id: i64,
-    project_id: i64,
-    parent_id: i64,
+    (company_id, project_id, parent_id): (i64, i64, i64),
     window_end: DateTime<Utc>,
     full_pass: bool,
     error: Option<&str>,

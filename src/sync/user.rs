@@ -224,9 +224,7 @@ impl WalkStore for PgStore {
             store::save_cursor(
                 user,
                 &listing.resource,
-                company,
-                project,
-                parent,
+                (company, project, parent),
                 end.pass_started,
                 end.full_pass,
                 None,
@@ -257,9 +255,7 @@ impl WalkStore for PgStore {
             store::save_cursor(
                 user,
                 &listing.resource,
-                company,
-                project,
-                parent,
+                (company, project, parent),
                 Utc::now(),
                 false,
                 Some(message),
