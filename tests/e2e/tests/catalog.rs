@@ -528,3 +528,32 @@ fn a_parent_deleted_mid_walk_and_deletions_through_recycle_bins() {
     assert!(bins.iter().all(|r| r.status == 200), "{bins:?}");
     assert!(app.live("rfis") > 0);
 }
+
+#[test]
+fn requests_per_incremental_cycle_with_and_without_the_deletion_lists() {
+    // The shipped catalog as it is enabled after an upgrade (the new resources off).
+    let app = Catalog::start(&[]);
+    app.sync();
+    let cycle = |app: &Catalog| {
+        let seq = app.last_seq();
+        app.sync();
+        app.requests_since(seq)
+            .iter()
+            .filter(|r| r.path.starts_with("/rest/"))
+            .count()
+    };
+    let with_lists = cycle(&app);
+    app.client()
+        .execute(
+            "UPDATE procore_sync_resource SET recycle_bin_path = NULL, include_deleted = false",
+            &[],
+        )
+        .expect("as before 0.2.0");
+    let without = cycle(&app);
+    eprintln!(
+        "requests per user per incremental cycle (1 company, 2 projects): {without} without \
+         the deletion lists, {with_lists} with them"
+    );
+    // Four recycle bins and change events' include_deleted list, per project.
+    assert_eq!(with_lists - without, 2 * 5);
+}
