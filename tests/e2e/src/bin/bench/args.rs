@@ -674,7 +674,6 @@ mod tests {
         "w3-per-page",
         "w3-slots",
         "w3-slot-records",
-        "w3-tree-projects",
         "w4-secs",
         "w4-interval",
         "w5-projects",
@@ -684,7 +683,8 @@ mod tests {
     ];
 
     /// The flags added since, each with its `BENCH_` variable too.
-    const FLAGS_SINCE_CLAP: [&str; 6] = [
+    const FLAGS_SINCE_CLAP: [&str; 7] = [
+        "w3-tree-projects",
         "w6-changes",
         "w6-cold-changes",
         "w6-busy-users",
