@@ -31,6 +31,14 @@ ALTER TABLE procore_records ALTER COLUMN first_synced_at SET DEFAULT clock_times
 CREATE INDEX procore_records_first_synced_at ON procore_records (first_synced_at);
 ALTER TABLE procore_sync_cursor ADD COLUMN listed_at timestamptz;
 CREATE INDEX procore_sync_cursor_scope ON procore_sync_cursor (resource, company_id, project_id);
+-- Child resources (issue 13): a child record knows its parent, and a user's cursor of a
+-- child resource is per parent record.
+ALTER TABLE procore_records ADD COLUMN parent_id bigint;
+CREATE INDEX procore_records_parent ON procore_records (resource, parent_id, procore_id)
+    WHERE parent_id IS NOT NULL;
+ALTER TABLE procore_sync_cursor ADD COLUMN parent_id bigint NOT NULL DEFAULT 0;
+ALTER TABLE procore_sync_cursor DROP CONSTRAINT procore_sync_cursor_pkey,
+    ADD CONSTRAINT procore_sync_cursor_pkey PRIMARY KEY (user_id, resource, company_id, project_id, parent_id);
 -- procore_sync_user() finds the item its worker finished by the asking session's pid.
 ALTER TABLE procore_sync_queue ADD COLUMN requested_by integer;
 
@@ -67,7 +75,7 @@ AS $$
         FROM procore_records r
         JOIN procore_sync_cursor c
           ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
-         AND c.project_id = coalesce(r.project_id, 0)
+         AND c.project_id = coalesce(r.project_id, 0) AND c.parent_id = coalesce(r.parent_id, 0)
         WHERE r.resource = $2 AND r.company_id = $3 AND r.procore_id = $4
           AND c.listed_at >= r.first_synced_at
           AND NOT EXISTS (
@@ -89,8 +97,9 @@ AS $$
     SELECT c.resource, c.company_id, c.project_id FROM procore_sync_cursor c
     WHERE c.user_id = $1 AND c.listed_at IS NOT NULL
 $$;
--- The records of those scopes the user may not see: their exceptions, and records stored
--- after the user's last listing of their scope.
+-- The records of those scopes the user may not see: their exceptions, records stored
+-- after the user's last listing of their scope, and the children of a parent whose listing
+-- Procore refused the user (a child resource's grant above is any of its parents').
 -- The exceptions are found through their GIN index: a sequential scan, which the planner
 -- picks for a table of few rows, would unpack every row's array of user ids.
 CREATE FUNCTION procore_sync_invisible_records(for_user uuid)
@@ -106,9 +115,15 @@ AS $$
     FROM procore_records r
     JOIN procore_sync_cursor c
       ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
-     AND c.project_id = coalesce(r.project_id, 0)
+     AND c.project_id = coalesce(r.project_id, 0) AND c.parent_id = coalesce(r.parent_id, 0)
     WHERE r.first_synced_at > (SELECT min(m.listed_at) FROM procore_sync_cursor m WHERE m.user_id = $1)
       AND r.first_synced_at > c.listed_at
+    UNION ALL
+    SELECT r.resource, r.company_id, r.procore_id
+    FROM procore_sync_cursor c
+    JOIN procore_records r ON r.resource = c.resource AND r.parent_id = c.parent_id
+     AND r.company_id = c.company_id
+    WHERE c.user_id = $1 AND c.parent_id <> 0 AND c.listed_at IS NULL
 $$;
 REVOKE EXECUTE ON FUNCTION procore_sync_visible_scopes(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_invisible_records(uuid) FROM PUBLIC;
@@ -237,6 +252,110 @@ SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'procore_sync_metrics_wrapper';
 REVOKE EXECUTE ON FUNCTION procore_sync_metrics() FROM PUBLIC;
+
+-- The catalog (issue 13): child, dated and deleted-record listings, as a fresh install has
+-- them (sql/schema.sql).
+ALTER TABLE procore_sync_resource
+    ADD COLUMN parent_resource text REFERENCES procore_sync_resource (name) ON UPDATE CASCADE,
+    ADD COLUMN parent_placeholder text CHECK (parent_placeholder ~ '^[a-z][a-z0-9_]*$'
+                                           AND parent_placeholder NOT IN ('company_id', 'project_id')),
+    ADD COLUMN date_filter text CHECK (date_filter IN ('log_date', 'date_range')),
+    ADD COLUMN history_on_first_sync boolean NOT NULL DEFAULT false,
+    ADD COLUMN recycle_bin_path text CHECK (recycle_bin_path LIKE '/%'),
+    ADD COLUMN include_deleted boolean NOT NULL DEFAULT false,
+    ADD COLUMN records_key text,
+    ADD CONSTRAINT procore_sync_resource_parent_pair
+        CHECK ((parent_resource IS NULL) = (parent_placeholder IS NULL)),
+    ADD CONSTRAINT procore_sync_resource_parent_in_path
+        CHECK (parent_placeholder IS NULL
+               OR strpos(path_template, '{' || parent_placeholder || '}') > 0),
+    ADD CONSTRAINT procore_sync_resource_history_needs_date_range
+        CHECK (NOT history_on_first_sync OR date_filter = 'date_range');
+
+-- The rules a constraint cannot state: a parent exists, has the child's scope, is not one of
+-- the two resources the walk itself is built on, and no chain of parents loops.
+CREATE FUNCTION procore_sync_resource_parents() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    parent_scope text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM procore_sync_resource c
+               WHERE c.parent_resource = NEW.name AND c.name <> NEW.name AND c.scope <> NEW.scope) THEN
+        RAISE EXCEPTION 'procore_sync_resource %: its child resources have another scope than %',
+            NEW.name, NEW.scope USING ERRCODE = '23514';
+    END IF;
+    IF NEW.parent_resource IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.parent_resource IN ('companies', 'projects') THEN
+        RAISE EXCEPTION 'procore_sync_resource %: % cannot be a parent resource', NEW.name, NEW.parent_resource
+            USING ERRCODE = '23514',
+                  HINT = 'A resource listed per company or per project uses scope ''company'' or ''project'' instead.';
+    END IF;
+    IF NEW.parent_resource = NEW.name THEN
+        RAISE EXCEPTION 'procore_sync_resource %: a resource cannot be its own parent', NEW.name
+            USING ERRCODE = '23514';
+    END IF;
+    SELECT r.scope INTO parent_scope FROM procore_sync_resource r WHERE r.name = NEW.parent_resource;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'procore_sync_resource %: parent resource % does not exist', NEW.name, NEW.parent_resource
+            USING ERRCODE = '23503', HINT = 'Insert the parent resource first.';
+    END IF;
+    IF parent_scope <> NEW.scope THEN
+        RAISE EXCEPTION 'procore_sync_resource %: scope % differs from its parent %''s scope %',
+            NEW.name, NEW.scope, NEW.parent_resource, parent_scope USING ERRCODE = '23514';
+    END IF;
+    IF EXISTS (
+        WITH RECURSIVE up (name) AS (
+            SELECT NEW.parent_resource
+            UNION
+            SELECT r.parent_resource FROM up JOIN procore_sync_resource r ON r.name = up.name
+            WHERE r.parent_resource IS NOT NULL)
+        SELECT 1 FROM up WHERE up.name = NEW.name) THEN
+        RAISE EXCEPTION 'procore_sync_resource %: parent resource % makes a cycle of parents', NEW.name, NEW.parent_resource
+            USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER procore_sync_resource_parents
+    BEFORE INSERT OR UPDATE ON procore_sync_resource
+    FOR EACH ROW EXECUTE FUNCTION procore_sync_resource_parents();
+
+-- 0.2.0's catalog: deletions where Procore lists them, and the resources a construction app
+-- needs beyond the first nine. The new resources ship disabled: turned on by an upgrade
+-- they would multiply every user's requests (one per drawing area, per folder, per RFI)
+-- without anyone asking; `UPDATE procore_sync_resource SET enabled = true WHERE ...`.
+UPDATE procore_sync_resource SET recycle_bin_path = v.bin
+FROM (VALUES
+    ('rfis',         '/rest/v1.0/projects/{project_id}/rfis/recycle_bin'),
+    ('submittals',   '/rest/v1.1/projects/{project_id}/submittals/recycle_bin'),
+    ('punch_items',  '/rest/v1.1/punch_items/recycle_bin?project_id={project_id}'),
+    ('observations', '/rest/v1.0/projects/{project_id}/recycle_bin/observations/items')
+) AS v (name, bin)
+WHERE procore_sync_resource.name = v.name;
+UPDATE procore_sync_resource SET include_deleted = true WHERE name = 'change_events';
+
+INSERT INTO procore_sync_resource
+    (name, path_template, scope, supports_updated_at_filter, paginated, enabled,
+     parent_resource, parent_placeholder, date_filter, include_deleted, records_key) VALUES
+    ('drawing_areas',            '/rest/v1.1/projects/{project_id}/drawing_areas',                              'project', false, true,  false, NULL,            NULL,              NULL,         false, NULL),
+    ('drawings',                 '/rest/v1.1/drawing_areas/{drawing_area_id}/drawings?project_id={project_id}', 'project', false, true,  false, 'drawing_areas', 'drawing_area_id', NULL,         false, NULL),
+    ('folders',                  '/rest/v1.0/folders?project_id={project_id}',                                  'project', false, false, false, NULL,            NULL,              NULL,         false, 'folders'),
+    ('files',                    '/rest/v1.0/folders/{folder_id}?project_id={project_id}',                      'project', false, false, false, 'folders',       'folder_id',       NULL,         false, 'files'),
+    ('manpower_logs',            '/rest/v1.0/projects/{project_id}/manpower_logs',                              'project', false, true,  false, NULL,            NULL,              'date_range', false, NULL),
+    ('notes_logs',               '/rest/v1.0/projects/{project_id}/notes_logs',                                 'project', false, true,  false, NULL,            NULL,              'date_range', false, NULL),
+    ('weather_logs',             '/rest/v1.0/projects/{project_id}/weather_logs',                               'project', false, true,  false, NULL,            NULL,              'date_range', false, NULL),
+    ('work_order_contracts',     '/rest/v1.0/work_order_contracts?project_id={project_id}',                     'project', true,  true,  false, NULL,            NULL,              NULL,         true,  NULL),
+    ('purchase_order_contracts', '/rest/v1.0/purchase_order_contracts?project_id={project_id}',                 'project', true,  true,  false, NULL,            NULL,              NULL,         true,  NULL),
+    ('change_order_packages',    '/rest/v1.0/change_order_packages?project_id={project_id}',                    'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
+    ('meetings',                 '/rest/v1.0/meetings?project_id={project_id}',                                 'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
+    ('inspections',              '/rest/v1.0/checklist/lists?project_id={project_id}',                          'project', true,  true,  false, NULL,            NULL,              NULL,         false, NULL),
+    ('rfi_replies',              '/rest/v1.0/projects/{project_id}/rfis/{rfi_id}/replies',                      'project', false, true,  false, 'rfis',          'rfi_id',          NULL,         false, NULL)
+-- A row a user added under one of these names before 0.2.0 is theirs: it stays as it is.
+ON CONFLICT (name) DO NOTHING;
 
 -- Operator alerts (sql/alerts.sql).
 -- The state the alert policies weigh the next observation against, per subject:

@@ -15,7 +15,7 @@ AS $$
         FROM procore_records r
         JOIN procore_sync_cursor c
           ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
-         AND c.project_id = coalesce(r.project_id, 0)
+         AND c.project_id = coalesce(r.project_id, 0) AND c.parent_id = coalesce(r.parent_id, 0)
         WHERE r.resource = $2 AND r.company_id = $3 AND r.procore_id = $4
           AND c.listed_at >= r.first_synced_at
           AND NOT EXISTS (
@@ -37,8 +37,9 @@ AS $$
     SELECT c.resource, c.company_id, c.project_id FROM procore_sync_cursor c
     WHERE c.user_id = $1 AND c.listed_at IS NOT NULL
 $$;
--- The records of those scopes the user may not see: their exceptions, and records stored
--- after the user's last listing of their scope.
+-- The records of those scopes the user may not see: their exceptions, records stored
+-- after the user's last listing of their scope, and the children of a parent whose listing
+-- Procore refused the user (a child resource's grant above is any of its parents').
 -- The exceptions are found through their GIN index: a sequential scan, which the planner
 -- picks for a table of few rows, would unpack every row's array of user ids.
 CREATE FUNCTION procore_sync_invisible_records(for_user uuid)
@@ -54,9 +55,15 @@ AS $$
     FROM procore_records r
     JOIN procore_sync_cursor c
       ON c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
-     AND c.project_id = coalesce(r.project_id, 0)
+     AND c.project_id = coalesce(r.project_id, 0) AND c.parent_id = coalesce(r.parent_id, 0)
     WHERE r.first_synced_at > (SELECT min(m.listed_at) FROM procore_sync_cursor m WHERE m.user_id = $1)
       AND r.first_synced_at > c.listed_at
+    UNION ALL
+    SELECT r.resource, r.company_id, r.procore_id
+    FROM procore_sync_cursor c
+    JOIN procore_records r ON r.resource = c.resource AND r.parent_id = c.parent_id
+     AND r.company_id = c.company_id
+    WHERE c.user_id = $1 AND c.parent_id <> 0 AND c.listed_at IS NULL
 $$;
 REVOKE EXECUTE ON FUNCTION procore_sync_visible_scopes(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_invisible_records(uuid) FROM PUBLIC;

@@ -162,11 +162,11 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), None, page()).unwrap(),
             2
         );
         assert_eq!(
-            crate::data::store::upsert_page("rfis", Some(10), Some(20), page()).unwrap(),
+            crate::data::store::upsert_page("rfis", Some(10), Some(20), None, page()).unwrap(),
             0
         );
         assert_eq!(
@@ -202,6 +202,8 @@ mod tests {
             company_id: 7,
             project_id: Some(project),
             window_from: None,
+            parent_id: None,
+            dates: None,
         }
     }
 
@@ -390,8 +392,15 @@ mod tests {
             },
             "only record 4 is hidden"
         );
-        crate::data::store::save_cursor(USER_U, "rfis", 7, 70, chrono::Utc::now(), false, None)
-            .unwrap();
+        crate::data::store::save_cursor(
+            USER_U,
+            "rfis",
+            (7, 70, 0),
+            chrono::Utc::now(),
+            false,
+            None,
+        )
+        .unwrap();
         assert!(visible(1) && !visible(4) && visible(5));
     }
 }

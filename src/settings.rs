@@ -22,6 +22,7 @@ pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static USERS_PER_WORKER: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static LISTINGS_PER_USER: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static DATED_WINDOW_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -209,6 +210,16 @@ pub fn register() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"procore_sync.dated_window_days",
+        c"How many days (today included) a full pass of a dated resource, such as daily logs, reads.",
+        c"Incremental passes read from the day before the last one through today (UTC).",
+        &DATED_WINDOW_DAYS,
+        1,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"procore_sync.delete_orphaned_records",
@@ -507,6 +518,10 @@ pub fn max_attempts() -> i32 {
 
 pub fn retention_seconds() -> i64 {
     i64::from(RETENTION_S.get())
+}
+
+pub fn dated_window_days() -> i64 {
+    i64::from(DATED_WINDOW_DAYS.get())
 }
 
 pub fn full_sync_interval_seconds() -> i64 {

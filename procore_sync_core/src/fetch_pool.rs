@@ -273,6 +273,7 @@ mod tests {
                     path: format!("/p/{id}"),
                     query: Vec::new(),
                     per_page: None,
+                    records_key: None,
                 },
                 access_token: Secret::new("token"),
             },

@@ -13,17 +13,25 @@
 //! - 401 refreshes once per request; a token about to expire is refreshed before use;
 //! - one 429 is waited out when short, a second in a row parks the user;
 //! - timeouts, dropped connections and 5xx are retried a few times with backoff;
-//! - 403/404/other 4xx/bad JSON fail that one listing and the walk goes on.
+//! - 403/404/other 4xx/bad JSON fail that one listing and the walk goes on;
+//! - child resources are listed once per parent record, after the parent's listing, with
+//!   the parent ids read back from the store in batches (so a tree of any size costs the
+//!   walk a bounded queue); a 404 on a child listing means its parent is gone: that
+//!   listing stops, and it is no error;
+//! - dated resources read a window of days, not `filters[updated_at]`;
+//! - an incremental pass of a resource whose deleted records Procore lists (a recycle bin,
+//!   `filters[include_deleted]=only`) reads that list right after, so deletions land
+//!   within one cycle.
 
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::catalog::{Resource, Scope};
-use crate::procore::pagination::{expand_path, updated_at_filter};
+use crate::catalog::{DateFilter, Resource, Scope};
+use crate::procore::pagination::{expand_child_path, updated_at_filter};
 use crate::procore::rate_limit::delay_before_next;
 use crate::procore::{backoff, PageRequest, ProcoreError, RateLimit, Secret};
 use crate::records::RecordRow;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 /// Refresh this long before expiry, so no request goes out with a token about to die.
 pub const REFRESH_MARGIN: TimeDelta = TimeDelta::seconds(60);
@@ -34,6 +42,12 @@ const REQUEST_RETRIES: u32 = 3;
 /// Incremental windows start this much before the last pass, for clock skew between
 /// Procore's servers.
 const INCREMENTAL_OVERLAP: TimeDelta = TimeDelta::seconds(120);
+/// Parent ids read back from the store at a time to queue their children's listings: the
+/// walk holds at most this many queued listings per level of a tree.
+pub const CHILD_BATCH: usize = 50;
+/// Where a dated resource's history starts when the first pass reads all of it: before
+/// Procore existed, so every project's first day is after it.
+pub const HISTORY_START: (i32, u32, u32) = (2000, 1, 1);
 
 #[derive(Debug, Clone)]
 pub struct WalkConfig {
@@ -41,6 +55,8 @@ pub struct WalkConfig {
     pub full_sync_interval_s: i64,
     /// Listings of this user read at the same time (each one still page by page).
     pub listings_in_flight: usize,
+    /// Days a full pass of a dated resource reads, today included.
+    pub dated_window_days: i64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,6 +138,15 @@ pub struct CursorTimes {
     pub listed: Option<DateTime<Utc>>,
 }
 
+/// What a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingKind {
+    /// The resource's records.
+    Records,
+    /// The ids of its records Procore deleted (recycle bin, `filters[include_deleted]`).
+    Deletions,
+}
+
 /// One listing: a resource in one scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListingRef {
@@ -131,11 +156,20 @@ pub struct ListingRef {
     pub scope: Scope,
     pub company_id: Option<i64>,
     pub project_id: Option<i64>,
+    /// For a child resource, the parent record whose children this lists.
+    pub parent_id: Option<i64>,
+    pub kind: ListingKind,
 }
 
 impl fmt::Display for ListingRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.resource)?;
+        if self.kind == ListingKind::Deletions {
+            f.write_str(" (deleted)")?;
+        }
+        if let Some(parent) = self.parent_id {
+            write!(f, " under {parent}")?;
+        }
         match (self.company_id, self.project_id) {
             (_, Some(p)) => write!(f, " in project {p}"),
             (Some(c), None) => write!(f, " in company {c}"),
@@ -163,6 +197,21 @@ pub struct ListingEnd<'a> {
     pub window_from: Option<DateTime<Utc>>,
     /// Every id of a user-level listing (granted one by one); empty otherwise.
     pub listed_ids: &'a [i64],
+    /// Whether the pass was full (the cursor's full-pass time moves).
+    pub full_pass: bool,
+    /// A dated listing's days (inclusive): it returned every record of those days, so the
+    /// others of those days are gone; records of other days say nothing.
+    pub dates: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// The records of a parent resource whose children a walk lists: those of one scope and,
+/// for a parent that is itself a child, of one parent record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentScope<'a> {
+    pub resource: &'a str,
+    pub company_id: Option<i64>,
+    pub project_id: Option<i64>,
+    pub parent_id: Option<i64>,
 }
 
 /// What the walk reads and writes. Each call is one committed transaction in production;
@@ -186,6 +235,17 @@ pub trait WalkStore {
         message: &str,
         denied: bool,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` ids above `after`, in ascending order, of the live records of a parent
+    /// scope that this user may see: the parents whose children are listed next.
+    fn parent_ids(
+        &mut self,
+        parent: &ParentScope,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// One page of a deletions listing: these records were deleted in Procore, as the user
+    /// who can see the scope was told. Returns records marked deleted.
+    fn mark_deleted(&mut self, listing: &ListingRef, ids: &[i64]) -> Result<i64, StoreError>;
     /// The user's company list is complete: they no longer see any other company.
     fn keep_only_companies(&mut self, company_ids: &[i64]) -> Result<(), StoreError>;
     /// A company's project list is complete: the user no longer sees its other projects.
@@ -204,6 +264,7 @@ pub enum PageAddress {
         path: String,
         query: Vec<(String, String)>,
         per_page: Option<u32>,
+        records_key: Option<String>,
     },
     Next(String),
 }
@@ -215,10 +276,12 @@ impl PageAddress {
                 path,
                 query,
                 per_page,
+                records_key,
             } => PageRequest::First {
                 path,
                 query,
                 per_page: *per_page,
+                records_key: records_key.as_deref(),
             },
             PageAddress::Next(url) => PageRequest::Next { url },
         }
@@ -264,7 +327,13 @@ struct Listing {
     resource: usize,
     /// None until the listing starts (its cursor is read then).
     window_from: Option<DateTime<Utc>>,
+    incremental: bool,
+    /// A dated listing's days; for one asked day by day, the days still to ask for.
+    dates: Option<(NaiveDate, NaiveDate)>,
+    next_days: Option<(NaiveDate, NaiveDate)>,
     pass_started: DateTime<Utc>,
+    /// The first page's address, which a dated listing's next day starts from.
+    first_page: PageAddress,
     page: PageAddress,
     state: PageState,
     /// Per request: reset when a page arrives.
@@ -274,6 +343,45 @@ struct Listing {
     /// Ids the walk needs: companies, projects (to go deeper) and user-level listings.
     kept_ids: Vec<i64>,
     keep_ids: bool,
+}
+
+/// A listing not started yet, or the children of a parent scope still to queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Listing {
+        resource: usize,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+        parent_id: Option<i64>,
+        kind: ListingKind,
+    },
+    /// The listings of `child` for the parent records after `after`: read from the store a
+    /// batch at a time when this comes up.
+    Children {
+        child: usize,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+        /// The parent listing's own parent record, when the parent is itself a child.
+        grandparent: Option<i64>,
+        after: Option<i64>,
+    },
+}
+
+impl Pending {
+    fn records(
+        resource: usize,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+        parent_id: Option<i64>,
+    ) -> Pending {
+        Pending::Listing {
+            resource,
+            company_id,
+            project_id,
+            parent_id,
+            kind: ListingKind::Records,
+        }
+    }
 }
 
 pub struct UserWalk {
@@ -288,7 +396,9 @@ pub struct UserWalk {
     refreshing: bool,
     rate_limit: Option<RateLimit>,
     /// Listings not started yet, in walk order.
-    waiting: VecDeque<(usize, Option<i64>, Option<i64>)>,
+    waiting: VecDeque<Pending>,
+    /// Most entries `waiting` and `active` held at once: the walk's memory, for tests.
+    peak_pending: usize,
     active: Vec<Listing>,
     outcome: SyncOutcome,
     pages: i64,
@@ -309,7 +419,11 @@ impl UserWalk {
         let companies = resources.iter().position(|r| r.name == "companies");
         UserWalk {
             user_id: user_id.into(),
-            waiting: companies.map(|c| (c, None, None)).into_iter().collect(),
+            waiting: companies
+                .map(|c| Pending::records(c, None, None, None))
+                .into_iter()
+                .collect(),
+            peak_pending: 0,
             resources,
             config,
             access_token,
@@ -345,6 +459,11 @@ impl UserWalk {
 
     pub fn outcome(&self) -> &SyncOutcome {
         &self.outcome
+    }
+
+    /// Most listings queued or in progress at once so far (flat however large the tree).
+    pub fn peak_pending(&self) -> usize {
+        self.peak_pending
     }
 
     /// The next thing to do. Call it until it returns `Idle` or `Done`; after `Done` the walk
@@ -490,8 +609,30 @@ impl UserWalk {
         now: DateTime<Utc>,
     ) -> Result<(), SyncFailure> {
         while self.active.len() < self.config.listings_in_flight.max(1) {
-            let Some((resource, company_id, project_id)) = self.waiting.pop_front() else {
+            self.peak_pending = self
+                .peak_pending
+                .max(self.waiting.len() + self.active.len());
+            let Some(pending) = self.waiting.pop_front() else {
                 return Ok(());
+            };
+            let (resource, company_id, project_id, parent_id, kind) = match pending {
+                Pending::Children {
+                    child,
+                    company_id,
+                    project_id,
+                    grandparent,
+                    after,
+                } => {
+                    self.queue_children(store, child, company_id, project_id, grandparent, after)?;
+                    continue;
+                }
+                Pending::Listing {
+                    resource,
+                    company_id,
+                    project_id,
+                    parent_id,
+                    kind,
+                } => (resource, company_id, project_id, parent_id, kind),
             };
             self.next_id += 1;
             let r = &self.resources[resource];
@@ -501,8 +642,18 @@ impl UserWalk {
                 scope: r.scope,
                 company_id,
                 project_id,
+                parent_id,
+                kind,
             };
-            let path = match expand_path(&r.path_template, company_id, project_id) {
+            let parent = match (parent_id, r.parent_placeholder.as_deref()) {
+                (Some(id), Some(placeholder)) => Some((placeholder, id)),
+                _ => None,
+            };
+            let template = match (kind, r.recycle_bin_path.as_deref()) {
+                (ListingKind::Deletions, Some(bin)) => bin,
+                _ => r.path_template.as_str(),
+            };
+            let path = match expand_child_path(template, company_id, project_id, parent) {
                 Ok(path) => path,
                 Err(message) => {
                     self.listing_failed(store, &target, message, false)?;
@@ -513,36 +664,114 @@ impl UserWalk {
             // listings too: their grants are per record.
             let structural = r.name == "companies" || r.name == "projects";
             let user_level = r.scope == Scope::User;
-            let window_from = if r.supports_updated_at_filter && !structural && !user_level {
-                incremental_since(
-                    store.cursor(&target)?,
-                    now,
-                    self.config.full_sync_interval_s,
-                )
-            } else {
-                None
-            };
-            let query = match window_from {
-                Some(from) => vec![updated_at_filter(from, now)],
-                None => Vec::new(),
+            let mut query = Vec::new();
+            let (mut window_from, mut incremental, mut dates, mut next_days) =
+                (None, false, None, None);
+            if kind == ListingKind::Deletions {
+                incremental = true;
+                if r.recycle_bin_path.is_none() {
+                    query.push(("filters[include_deleted]".to_owned(), "only".to_owned()));
+                }
+            } else if (r.supports_updated_at_filter || r.date_filter.is_some())
+                && !structural
+                && !user_level
+            {
+                let cursor = store.cursor(&target)?;
+                let since = incremental_since(cursor, now, self.config.full_sync_interval_s);
+                incremental = since.is_some();
+                match r.date_filter {
+                    Some(filter) => {
+                        let history = r.history_on_first_sync
+                            && filter == DateFilter::DateRange
+                            && cursor.is_none_or(|c| c.last_full.is_none());
+                        let (from, to) =
+                            dated_window(since, history, now, self.config.dated_window_days);
+                        dates = Some((from, to));
+                        query.extend(match filter {
+                            DateFilter::DateRange => vec![
+                                ("start_date".to_owned(), from.to_string()),
+                                ("end_date".to_owned(), to.to_string()),
+                            ],
+                            DateFilter::LogDate => {
+                                next_days = from.succ_opt().filter(|d| *d <= to).map(|d| (d, to));
+                                vec![("log_date".to_owned(), from.to_string())]
+                            }
+                        });
+                    }
+                    None => {
+                        window_from = since;
+                        if let Some(from) = since {
+                            query.push(updated_at_filter(from, now));
+                        }
+                    }
+                }
+            }
+            let page = PageAddress::First {
+                path,
+                query,
+                per_page: r.paginated.then_some(r.per_page),
+                records_key: r.records_key.clone(),
             };
             self.active.push(Listing {
                 target,
                 resource,
                 window_from,
+                incremental,
+                dates,
+                next_days,
                 pass_started: now,
-                page: PageAddress::First {
-                    path,
-                    query,
-                    per_page: r.paginated.then_some(r.per_page),
-                },
+                first_page: page.clone(),
+                page,
                 state: PageState::Ready,
                 refreshed_after_401: false,
                 waited_out_429: false,
                 transient_failures: 0,
                 kept_ids: Vec::new(),
-                keep_ids: structural || user_level,
+                keep_ids: kind == ListingKind::Records && (structural || user_level),
             });
+        }
+        Ok(())
+    }
+
+    /// Queues the child listings of the next batch of parent records, then the batch after
+    /// it: the parents are read back from the store, never held all at once.
+    fn queue_children(
+        &mut self,
+        store: &mut dyn WalkStore,
+        child: usize,
+        company_id: Option<i64>,
+        project_id: Option<i64>,
+        grandparent: Option<i64>,
+        after: Option<i64>,
+    ) -> Result<(), SyncFailure> {
+        let Some(parent) = self.resources[child].parent_resource.clone() else {
+            return Ok(());
+        };
+        let ids = store.parent_ids(
+            &ParentScope {
+                resource: &parent,
+                company_id,
+                project_id,
+                parent_id: grandparent,
+            },
+            after,
+            CHILD_BATCH,
+        )?;
+        let Some(&last) = ids.last() else {
+            return Ok(());
+        };
+        if ids.len() == CHILD_BATCH {
+            self.waiting.push_front(Pending::Children {
+                child,
+                company_id,
+                project_id,
+                grandparent,
+                after: Some(last),
+            });
+        }
+        for &id in ids.iter().rev() {
+            self.waiting
+                .push_front(Pending::records(child, company_id, project_id, Some(id)));
         }
         Ok(())
     }
@@ -590,11 +819,44 @@ impl UserWalk {
             requests: self.outcome.requests_made,
             rate_limit: self.rate_limit,
         };
-        let written = store.write_page(&listing.target, rows, &progress)?;
+        let written = match listing.target.kind {
+            ListingKind::Records => store.write_page(&listing.target, rows, &progress)?,
+            ListingKind::Deletions => {
+                // A list that ignored `filters[include_deleted]=only` would answer live
+                // records: only those that say they are deleted count.
+                let bin = self.resources[listing.resource].recycle_bin_path.is_some();
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| bin || r.data.get("deleted_at").is_some_and(|d| !d.is_null()))
+                    .map(|r| r.procore_id)
+                    .collect();
+                store.mark_deleted(&listing.target, &ids)?
+            }
+        };
         self.outcome.records_written += written;
-        match page.next_url {
-            Some(url) => {
-                listing.page = PageAddress::Next(url);
+        // A dated listing asked day by day goes on with its next day.
+        let next = page.next_url.map(PageAddress::Next).or_else(|| {
+            let (day, last) = listing.next_days?;
+            listing.next_days = day.succ_opt().filter(|d| *d <= last).map(|d| (d, last));
+            let PageAddress::First {
+                path,
+                per_page,
+                records_key,
+                ..
+            } = &listing.first_page
+            else {
+                return None;
+            };
+            Some(PageAddress::First {
+                path: path.clone(),
+                query: vec![("log_date".to_owned(), day.to_string())],
+                per_page: *per_page,
+                records_key: records_key.clone(),
+            })
+        });
+        match next {
+            Some(page) => {
+                listing.page = page;
                 listing.state = PageState::Ready;
                 listing.refreshed_after_401 = false;
                 listing.waited_out_429 = false;
@@ -613,28 +875,36 @@ impl UserWalk {
         store: &mut dyn WalkStore,
         listing: Listing,
     ) -> Result<(), SyncFailure> {
+        if listing.target.kind == ListingKind::Deletions {
+            return Ok(());
+        }
         let user_level = listing.target.scope == Scope::User;
         let end = ListingEnd {
             pass_started: listing.pass_started,
             window_from: listing.window_from,
             listed_ids: if user_level { &listing.kept_ids } else { &[] },
+            full_pass: !listing.incremental,
+            dates: listing.dates,
         };
         store.finish_listing(&listing.target, &end)?;
         let ids = &listing.kept_ids;
-        let mut children = Vec::new();
-        match (listing.target.resource.as_str(), listing.target.company_id) {
+        let target = &listing.target;
+        let (company_id, project_id) = (target.company_id, target.project_id);
+        let mut next = Vec::new();
+        let top_level = |r: &Resource, scope| r.scope == scope && r.parent_resource.is_none();
+        match (target.resource.as_str(), company_id) {
             ("companies", None) => {
                 store.keep_only_companies(ids)?;
                 for &company in ids {
                     for (i, r) in self.resources.iter().enumerate() {
-                        if r.scope == Scope::Company {
-                            children.push((i, Some(company), None));
+                        if top_level(r, Scope::Company) {
+                            next.push(Pending::records(i, Some(company), None, None));
                         }
                     }
                 }
                 for (i, r) in self.resources.iter().enumerate() {
-                    if r.scope == Scope::User && i != listing.resource {
-                        children.push((i, None, None));
+                    if top_level(r, Scope::User) && i != listing.resource {
+                        next.push(Pending::records(i, None, None, None));
                     }
                 }
             }
@@ -642,17 +912,40 @@ impl UserWalk {
                 store.keep_only_projects(company, ids)?;
                 for &project in ids {
                     for (i, r) in self.resources.iter().enumerate() {
-                        if r.scope == Scope::Project {
-                            children.push((i, Some(company), Some(project)));
+                        if top_level(r, Scope::Project) {
+                            next.push(Pending::records(i, Some(company), Some(project), None));
                         }
                     }
                 }
             }
             _ => {}
         }
+        // An incremental pass cannot see deletions by absence: where Procore lists them,
+        // they are read now, so a deletion lands within one cycle.
+        let r = &self.resources[listing.resource];
+        if listing.incremental && r.deletions_listed() {
+            next.push(Pending::Listing {
+                resource: listing.resource,
+                company_id,
+                project_id,
+                parent_id: target.parent_id,
+                kind: ListingKind::Deletions,
+            });
+        }
+        for (i, r) in self.resources.iter().enumerate() {
+            if r.parent_resource.as_deref() == Some(target.resource.as_str()) {
+                next.push(Pending::Children {
+                    child: i,
+                    company_id,
+                    project_id,
+                    grandparent: target.parent_id,
+                    after: None,
+                });
+            }
+        }
         // Depth first, so the walk holds few listings at once however large the user is.
-        for child in children.into_iter().rev() {
-            self.waiting.push_front(child);
+        for pending in next.into_iter().rev() {
+            self.waiting.push_front(pending);
         }
         Ok(())
     }
@@ -724,6 +1017,16 @@ impl UserWalk {
             {
                 let denied = matches!(e, ProcoreError::Forbidden(_) | ProcoreError::NotFound(_));
                 let listing = self.active.remove(index);
+                // The parent was deleted since it was listed: its children went with it.
+                if listing.target.parent_id.is_some() && matches!(e, ProcoreError::NotFound(_)) {
+                    store.fail_listing(&listing.target, "its parent is gone (404)", true)?;
+                    return Ok(());
+                }
+                // No recycle bin offered, or not to this user: deletions wait for the next
+                // full pass, as they did before recycle bins were read.
+                if listing.target.kind == ListingKind::Deletions && denied {
+                    return Ok(());
+                }
                 self.listing_failed(store, &listing.target, e.to_string(), denied)
             }
             e => Err(SyncFailure::from_procore(e)),
@@ -777,4 +1080,26 @@ pub fn incremental_since(
         return None;
     }
     Some(last_synced - INCREMENTAL_OVERLAP)
+}
+
+/// The days a dated listing reads, inclusive, in UTC: an incremental pass (`since` is where
+/// its window would start) from the day before through today, since a log of yesterday can
+/// still be edited this morning; a full pass the last `window_days` days, or from
+/// [`HISTORY_START`] when the user asked for the whole history and it was never read.
+pub fn dated_window(
+    since: Option<DateTime<Utc>>,
+    history: bool,
+    now: DateTime<Utc>,
+    window_days: i64,
+) -> (NaiveDate, NaiveDate) {
+    let today = now.date_naive();
+    let from = match since {
+        Some(since) => since.date_naive() - TimeDelta::days(1),
+        None if history => {
+            let (y, m, d) = HISTORY_START;
+            NaiveDate::from_ymd_opt(y, m, d).unwrap_or(today)
+        }
+        None => today - TimeDelta::days(window_days.max(1) - 1),
+    };
+    (from.min(today), today)
 }

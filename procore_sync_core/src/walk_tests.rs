@@ -1,11 +1,11 @@
 //! The walk against a fake store and a fake Procore: every path a response can take.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use serde_json::json;
 
-use crate::catalog::{Resource, Scope};
+use crate::catalog::{DateFilter, Resource, Scope};
 use crate::procore::{ProcoreError, RateLimit, Secret};
 use crate::records::{page_rows, RecordRow};
 use crate::walk::*;
@@ -22,6 +22,7 @@ fn resource(name: &str, scope: Scope, path: &str, updated_at: bool) -> Resource 
         supports_updated_at_filter: updated_at,
         paginated: true,
         per_page: 100,
+        ..Resource::default()
     }
 }
 
@@ -47,6 +48,7 @@ fn config(listings_in_flight: usize) -> WalkConfig {
     WalkConfig {
         full_sync_interval_s: 86_400,
         listings_in_flight,
+        dated_window_days: 30,
     }
 }
 
@@ -59,7 +61,12 @@ enum Call {
     Fail(String, String, bool),
     Companies(Vec<i64>),
     Projects(i64, Vec<i64>),
+    Deleted(String, Vec<i64>),
 }
+
+/// Resource, company, project, parent record.
+type ScopeKey = (String, Option<i64>, Option<i64>, Option<i64>);
+type Days = (NaiveDate, NaiveDate);
 
 #[derive(Default)]
 struct FakeStore {
@@ -67,6 +74,11 @@ struct FakeStore {
     cursors: HashMap<String, CursorTimes>,
     lose_lease_after_pages: Option<usize>,
     progress: Vec<Progress>,
+    /// Live records written, per (resource, company, project, parent): what `parent_ids`
+    /// reads back.
+    records: BTreeMap<ScopeKey, BTreeSet<i64>>,
+    /// Every `ListingEnd` handed to `finish_listing`, by listing.
+    ends: Vec<(String, bool, Option<Days>)>,
 }
 
 impl FakeStore {
@@ -98,6 +110,15 @@ impl WalkStore for FakeStore {
         }
         self.progress.push(*progress);
         let ids: Vec<i64> = rows.iter().map(|r| r.procore_id).collect();
+        self.records
+            .entry((
+                listing.resource.clone(),
+                listing.company_id,
+                listing.project_id,
+                listing.parent_id,
+            ))
+            .or_default()
+            .extend(&ids);
         self.calls.push(Call::Page(listing.to_string(), ids));
         Ok(rows.len() as i64)
     }
@@ -108,7 +129,40 @@ impl WalkStore for FakeStore {
             end.window_from,
             end.listed_ids.to_vec(),
         ));
+        self.ends
+            .push((listing.to_string(), end.full_pass, end.dates));
         Ok(())
+    }
+
+    fn parent_ids(
+        &mut self,
+        parent: &ParentScope,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let key = (
+            parent.resource.to_string(),
+            parent.company_id,
+            parent.project_id,
+            parent.parent_id,
+        );
+        Ok(self
+            .records
+            .get(&key)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| after.is_none_or(|a| **id > a))
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn mark_deleted(&mut self, listing: &ListingRef, ids: &[i64]) -> Result<i64, StoreError> {
+        self.calls
+            .push(Call::Deleted(listing.to_string(), ids.to_vec()));
+        Ok(ids.len() as i64)
     }
 
     fn fail_listing(
@@ -149,7 +203,11 @@ struct FakeProcore {
     refreshes: Vec<Result<(Secret, DateTime<Utc>), SyncFailure>>,
     refreshes_asked: usize,
     requests: Vec<(String, String)>,
+    /// The query of every first page asked for, by path.
+    queries: Vec<(String, Vec<(String, String)>)>,
     bad_json: Vec<String>,
+    /// Answers `filters[include_deleted]=only` with live records, as a list without it does.
+    ignore_include_deleted: bool,
 }
 
 impl FakeProcore {
@@ -171,7 +229,9 @@ impl FakeProcore {
             refreshes: Vec::new(),
             refreshes_asked: 0,
             requests: Vec::new(),
+            queries: Vec::new(),
             bad_json: Vec::new(),
+            ignore_include_deleted: false,
         }
     }
 
@@ -183,10 +243,14 @@ impl FakeProcore {
     }
 
     fn answer(&mut self, fetch: &Fetch) -> Result<FetchedPage, ProcoreError> {
+        let deleted_list = match &fetch.page {
+            PageAddress::First { query, .. } => query.iter().any(|(n, _)| n.contains("deleted")),
+            PageAddress::Next(_) => false,
+        } && !self.ignore_include_deleted;
         let (path, page) = match &fetch.page {
             PageAddress::First { path, query, .. } => {
                 assert!(!path.contains('{'), "placeholders left in {path}");
-                let _ = query;
+                self.queries.push((path.clone(), query.clone()));
                 (path.clone(), 0usize)
             }
             PageAddress::Next(url) => {
@@ -210,8 +274,16 @@ impl FakeProcore {
         let rows = if self.bad_json.contains(&path) {
             page_rows(vec![json!("not an object")]).map_err(|e| e.to_string())
         } else {
-            page_rows(chunk.iter().map(|id| json!({ "id": id })).collect())
-                .map_err(|e| e.to_string())
+            page_rows(
+                chunk
+                    .iter()
+                    .map(|id| match deleted_list {
+                        true => json!({ "id": id, "deleted_at": "2026-03-01T11:00:00Z" }),
+                        false => json!({ "id": id }),
+                    })
+                    .collect(),
+            )
+            .map_err(|e| e.to_string())
         };
         Ok(FetchedPage {
             rows,
@@ -243,7 +315,7 @@ fn run(walk: &mut UserWalk, store: &mut FakeStore, procore: &mut FakeProcore) ->
         idles_until: Vec::new(),
         end: now,
     };
-    for _ in 0..10_000 {
+    for _ in 0..100_000 {
         match walk.poll(store, now) {
             Action::Fetch(fetch) => {
                 in_flight.push_back(fetch);
@@ -742,4 +814,393 @@ fn zero_interval_means_always_full() {
         incremental_since(cursor(at(11), Some(at(11))), at(12), 0),
         None
     );
+}
+
+// Child, dated and deleted-record listings.
+
+/// The test catalog plus a three-level chain under each project: areas → drawings →
+/// revisions.
+fn nested_catalog() -> Vec<Resource> {
+    let child = |name: &str, path: &str, parent: &str, placeholder: &str| Resource {
+        parent_resource: Some(parent.into()),
+        parent_placeholder: Some(placeholder.into()),
+        ..resource(name, Scope::Project, path, true)
+    };
+    let mut catalog = catalog();
+    catalog.extend([
+        resource("areas", Scope::Project, "/p/{project_id}/areas", true),
+        child("drawings", "/areas/{area_id}/drawings", "areas", "area_id"),
+        child(
+            "revisions",
+            "/drawings/{drawing_id}/revisions?project_id={project_id}",
+            "drawings",
+            "drawing_id",
+        ),
+    ]);
+    catalog
+}
+
+fn nested_world() -> FakeProcore {
+    let mut procore = FakeProcore::world();
+    for (path, ids) in [
+        ("/p/11/areas", vec![1, 2]),
+        ("/areas/1/drawings", vec![10, 11]),
+        ("/areas/2/drawings", vec![20]),
+        ("/drawings/10/revisions?project_id=11", vec![100, 101]),
+        ("/drawings/20/revisions?project_id=11", vec![200]),
+    ] {
+        procore.lists.insert(path.into(), ids);
+    }
+    procore
+}
+
+fn walk_of(resources: Vec<Resource>) -> UserWalk {
+    UserWalk::new(
+        "user-1",
+        resources,
+        Secret::new("token-1"),
+        t0() + TimeDelta::hours(2),
+        config(1),
+    )
+}
+
+fn position(calls: &[Call], wanted: impl Fn(&Call) -> bool) -> usize {
+    calls
+        .iter()
+        .position(wanted)
+        .expect("a call that never came")
+}
+
+#[test]
+fn a_three_level_tree_is_walked_parents_before_children() {
+    let (mut store, mut procore) = (FakeStore::default(), nested_world());
+    let run = run(&mut walk_of(nested_catalog()), &mut store, &mut procore);
+    let outcome = run.result.expect("a clean walk");
+    assert!(outcome.resource_errors.is_empty(), "{outcome:?}");
+    let pages = store.pages();
+    for (listing, ids) in [
+        ("areas in project 11", vec![1, 2]),
+        ("drawings under 1 in project 11", vec![10, 11]),
+        ("drawings under 2 in project 11", vec![20]),
+        ("revisions under 10 in project 11", vec![100, 101]),
+        ("revisions under 20 in project 11", vec![200]),
+    ] {
+        assert!(
+            pages.contains(&(listing.to_string(), ids)),
+            "{listing}: {pages:?}"
+        );
+    }
+    // Drawing 11 has no revisions but is still asked; project 12's areas list is empty, so
+    // nothing below it is.
+    assert!(pages.contains(&("revisions under 11 in project 11".to_string(), vec![])));
+    assert!(!pages
+        .iter()
+        .any(|(l, _)| l.contains("under") && l.ends_with("project 12")));
+    // A parent's listing finishes before any of its children's is asked for.
+    let finished =
+        |name: &'static str| move |c: &Call| matches!(c, Call::Finish(l, ..) if l == name);
+    let paged = |name: &'static str| move |c: &Call| matches!(c, Call::Page(l, _) if l == name);
+    let calls = &store.calls;
+    assert!(
+        position(calls, finished("areas in project 11"))
+            < position(calls, paged("drawings under 1 in project 11"))
+    );
+    assert!(
+        position(calls, finished("drawings under 1 in project 11"))
+            < position(calls, paged("revisions under 10 in project 11"))
+    );
+    // Every child listing keeps a cursor of its own.
+    assert!(store
+        .calls
+        .contains(&Call::Cursor("revisions under 20 in project 11".into())));
+}
+
+#[test]
+fn a_parent_deleted_mid_walk_stops_its_children_without_an_error() {
+    let (mut store, mut procore) = (FakeStore::default(), nested_world());
+    // Area 2 was deleted between its listing and its drawings'.
+    procore.fail_next(
+        "/areas/2/drawings",
+        vec![ProcoreError::NotFound("drawing area 2 not found".into())],
+    );
+    let run = run(&mut walk_of(nested_catalog()), &mut store, &mut procore);
+    let outcome = run.result.expect("the sync goes on");
+    assert!(outcome.resource_errors.is_empty(), "{outcome:?}");
+    assert!(store
+        .calls
+        .iter()
+        .any(|c| matches!(c, Call::Fail(l, _, true) if l == "drawings under 2 in project 11")));
+    // Nothing below the deleted area is asked for; its sibling's subtree is walked whole.
+    assert!(!procore
+        .requests
+        .iter()
+        .any(|(p, _)| p.contains("/drawings/20/")));
+    assert!(store.pages().contains(&(
+        "revisions under 10 in project 11".to_string(),
+        vec![100, 101]
+    )));
+}
+
+#[test]
+fn a_large_tree_is_walked_with_a_bounded_queue() {
+    let mut catalog = nested_catalog();
+    catalog.retain(|r| r.name != "revisions");
+    let mut procore = FakeProcore::world();
+    procore.per_page = 100;
+    let areas: Vec<i64> = (1..=1_000).collect();
+    for area in &areas {
+        procore
+            .lists
+            .insert(format!("/areas/{area}/drawings"), vec![area * 10_000]);
+    }
+    procore.lists.insert("/p/11/areas".into(), areas.clone());
+    let mut store = FakeStore::default();
+    let mut walk = walk_of(catalog);
+    let outcome = run(&mut walk, &mut store, &mut procore)
+        .result
+        .expect("a clean walk");
+    let drawings: usize = store
+        .pages()
+        .iter()
+        .filter(|(l, _)| l.starts_with("drawings under"))
+        .map(|(_, ids)| ids.len())
+        .sum();
+    assert_eq!(drawings, 1_000);
+    assert!(outcome.resource_errors.is_empty());
+    // 1,000 child listings, never more than a batch of them queued at once (plus the other
+    // projects' listings and the walk's own few).
+    assert!(
+        walk.peak_pending() <= CHILD_BATCH + 10,
+        "{} listings queued at once",
+        walk.peak_pending()
+    );
+}
+
+fn logs(filter: DateFilter) -> Vec<Resource> {
+    let mut catalog = catalog();
+    catalog.push(Resource {
+        date_filter: Some(filter),
+        ..resource("logs", Scope::Project, "/p/{project_id}/logs", false)
+    });
+    catalog
+}
+
+fn asked(procore: &FakeProcore, path: &str) -> Vec<Vec<(String, String)>> {
+    procore
+        .queries
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, q)| q.clone())
+        .collect()
+}
+
+fn pair(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+#[test]
+fn a_full_dated_pass_reads_the_window_across_a_month_boundary() {
+    // t0 is 2026-03-01: a 30-day window starts on 2026-01-31.
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    run(
+        &mut walk_of(logs(DateFilter::DateRange)),
+        &mut store,
+        &mut procore,
+    )
+    .result
+    .expect("a clean walk");
+    assert_eq!(
+        asked(&procore, "/p/11/logs"),
+        vec![vec![
+            pair("start_date", "2026-01-31"),
+            pair("end_date", "2026-03-01")
+        ]]
+    );
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    run(
+        &mut walk_of(logs(DateFilter::LogDate)),
+        &mut store,
+        &mut procore,
+    )
+    .result
+    .expect("a clean walk");
+    let days: Vec<String> = asked(&procore, "/p/11/logs")
+        .into_iter()
+        .map(|q| {
+            assert_eq!(q.len(), 1);
+            q[0].1.clone()
+        })
+        .collect();
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[0], "2026-01-31");
+    assert_eq!(days[1], "2026-02-01");
+    assert_eq!(days[28], "2026-02-28");
+    assert_eq!(days[29], "2026-03-01");
+    // One listing over all its days, finished once, as a full pass of those dates.
+    let ends: Vec<_> = store
+        .ends
+        .iter()
+        .filter(|(l, ..)| l == "logs in project 11")
+        .collect();
+    let window = NaiveDate::from_ymd_opt(2026, 1, 31).zip(NaiveDate::from_ymd_opt(2026, 3, 1));
+    assert_eq!(
+        ends,
+        vec![&("logs in project 11".to_string(), true, window)]
+    );
+}
+
+#[test]
+fn an_incremental_dated_pass_reads_from_the_day_before_the_last_sync() {
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    let last = Utc.with_ymd_and_hms(2026, 2, 28, 23, 59, 0).unwrap();
+    store.cursors.insert(
+        "logs in project 11".into(),
+        CursorTimes {
+            last_synced: Some(last),
+            last_full: Some(last),
+            listed: Some(last),
+        },
+    );
+    run(
+        &mut walk_of(logs(DateFilter::LogDate)),
+        &mut store,
+        &mut procore,
+    )
+    .result
+    .expect("a clean walk");
+    let days: Vec<Vec<(String, String)>> = asked(&procore, "/p/11/logs");
+    assert_eq!(
+        days,
+        vec![
+            vec![pair("log_date", "2026-02-27")],
+            vec![pair("log_date", "2026-02-28")],
+            vec![pair("log_date", "2026-03-01")],
+        ]
+    );
+    let window = NaiveDate::from_ymd_opt(2026, 2, 27).zip(NaiveDate::from_ymd_opt(2026, 3, 1));
+    assert!(store
+        .ends
+        .contains(&("logs in project 11".to_string(), false, window)));
+}
+
+#[test]
+fn dated_windows() {
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 30, 0).unwrap();
+    assert_eq!(
+        dated_window(None, false, now, 30),
+        (day(2026, 1, 31), day(2026, 3, 1))
+    );
+    assert_eq!(
+        dated_window(None, false, now, 1),
+        (now.date_naive(), now.date_naive())
+    );
+    assert_eq!(
+        dated_window(None, true, now, 30),
+        (day(2000, 1, 1), day(2026, 3, 1))
+    );
+    // A leap year's February has 29 days.
+    let now = Utc.with_ymd_and_hms(2028, 3, 1, 0, 30, 0).unwrap();
+    assert_eq!(
+        dated_window(None, false, now, 2),
+        (day(2028, 2, 29), day(2028, 3, 1))
+    );
+    let since = Utc.with_ymd_and_hms(2028, 3, 1, 0, 10, 0).unwrap();
+    assert_eq!(
+        dated_window(Some(since), false, now, 30),
+        (day(2028, 2, 29), day(2028, 3, 1))
+    );
+    let since = Utc.with_ymd_and_hms(2027, 12, 31, 22, 0, 0).unwrap();
+    let now = Utc.with_ymd_and_hms(2028, 1, 1, 0, 30, 0).unwrap();
+    assert_eq!(
+        dated_window(Some(since), false, now, 30),
+        (day(2027, 12, 30), day(2028, 1, 1))
+    );
+}
+
+fn with_bins() -> Vec<Resource> {
+    let mut catalog = catalog();
+    catalog[2].recycle_bin_path = Some("/rest/v1.0/projects/{project_id}/rfis/recycle_bin".into());
+    catalog.push(Resource {
+        include_deleted: true,
+        ..resource("events", Scope::Project, "/e?project_id={project_id}", true)
+    });
+    catalog
+}
+
+fn incremental_cursors(store: &mut FakeStore, listings: &[&str]) {
+    let recent = t0() - TimeDelta::hours(1);
+    for listing in listings {
+        store.cursors.insert(
+            listing.to_string(),
+            CursorTimes {
+                last_synced: Some(recent),
+                last_full: Some(recent),
+                listed: Some(recent),
+            },
+        );
+    }
+}
+
+#[test]
+fn an_incremental_pass_reads_the_recycle_bin_and_marks_what_it_lists() {
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    incremental_cursors(&mut store, &["rfis in project 11", "events in project 11"]);
+    procore
+        .lists
+        .insert("/rest/v1.0/projects/11/rfis/recycle_bin".into(), vec![113]);
+    procore.lists.insert("/e?project_id=11".into(), vec![7]);
+    let outcome = run(&mut walk_of(with_bins()), &mut store, &mut procore)
+        .result
+        .expect("a clean walk");
+    assert!(outcome.resource_errors.is_empty());
+    assert!(store.calls.contains(&Call::Deleted(
+        "rfis (deleted) in project 11".into(),
+        vec![113]
+    )));
+    // filters[include_deleted]=only on the list itself; its ids are deletions, not records.
+    assert!(asked(&procore, "/e?project_id=11")
+        .iter()
+        .any(|q| q.contains(&pair("filters[include_deleted]", "only"))));
+    assert!(store.calls.contains(&Call::Deleted(
+        "events (deleted) in project 11".into(),
+        vec![7]
+    )));
+    // Projects on a full pass see deletions by absence: no recycle bin for them.
+    let bins: Vec<&String> = procore
+        .requests
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.contains("recycle_bin"))
+        .collect();
+    assert_eq!(bins, vec!["/rest/v1.0/projects/11/rfis/recycle_bin"]);
+    // The deletions listing is no listing of records: it finishes nothing.
+    assert!(!store
+        .calls
+        .iter()
+        .any(|c| matches!(c, Call::Finish(l, ..) if l.contains("(deleted)"))));
+}
+
+#[test]
+fn a_list_that_ignores_include_deleted_marks_nothing_and_a_missing_bin_is_no_error() {
+    let (mut store, mut procore) = (FakeStore::default(), FakeProcore::world());
+    incremental_cursors(&mut store, &["rfis in project 11", "events in project 11"]);
+    procore.ignore_include_deleted = true;
+    procore.lists.insert("/e?project_id=11".into(), vec![7]);
+    procore.fail_next(
+        "/rest/v1.0/projects/11/rfis/recycle_bin",
+        vec![ProcoreError::NotFound("no such route".into())],
+    );
+    let outcome = run(&mut walk_of(with_bins()), &mut store, &mut procore)
+        .result
+        .expect("a clean walk");
+    assert!(outcome.resource_errors.is_empty(), "{outcome:?}");
+    assert!(store.calls.contains(&Call::Deleted(
+        "events (deleted) in project 11".into(),
+        vec![]
+    )));
+    assert!(!store
+        .calls
+        .iter()
+        .any(|c| matches!(c, Call::Deleted(l, _) if l.starts_with("rfis"))));
 }

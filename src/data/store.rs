@@ -19,6 +19,7 @@ pub fn upsert_page(
     resource: &str,
     company_id: Option<i64>,
     project_id: Option<i64>,
+    parent_id: Option<i64>,
     rows: Vec<RecordRow>,
 ) -> Result<i64, SyncError> {
     if rows.is_empty() {
@@ -47,6 +48,7 @@ pub fn upsert_page(
             statuses.into(),
             updated.into(),
             data.into(),
+            parent_id.into(),
         ],
     )?;
     Ok(changed.unwrap_or(0))
@@ -153,18 +155,21 @@ pub fn cursor(
     resource: &str,
     company_id: i64,
     project_id: i64,
+    parent_id: i64,
 ) -> Result<Option<CursorTimes>, SyncError> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT last_synced_at, last_full_sync_at, listed_at
              FROM procore_sync_cursor
-             WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
+             WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4
+               AND parent_id = $5",
             Some(1),
             &[
                 user_id.into(),
                 resource.into(),
                 company_id.into(),
                 project_id.into(),
+                parent_id.into(),
             ],
         )?;
         let Some(row) = rows.into_iter().next() else {
@@ -179,15 +184,15 @@ pub fn cursor(
     })
 }
 
-/// Records that a pass over one resource in one scope finished. `window_end` is the upper
+/// Records that a pass over one resource in one scope (company, project, parent record; 0
+/// for none) finished. `window_end` is the upper
 /// bound the pass asked for (or its start for a full pass), never the finish time, so no
 /// change made during the pass is skipped next time. A pass without error also renews the
 /// user's grant to see the scope (`listed_at`).
 pub fn save_cursor(
     user_id: &str,
     resource: &str,
-    company_id: i64,
-    project_id: i64,
+    (company_id, project_id, parent_id): (i64, i64, i64),
     window_end: DateTime<Utc>,
     full_pass: bool,
     error: Option<&str>,
@@ -195,12 +200,12 @@ pub fn save_cursor(
     plans::run_kept(
         "INSERT INTO procore_sync_cursor AS c
              (user_id, resource, company_id, project_id, last_synced_at, last_full_sync_at,
-              last_error, listed_at)
+              last_error, listed_at, parent_id)
          VALUES ($1::uuid, $2, $3, $4,
                  CASE WHEN $7::text IS NULL THEN $5::timestamptz END,
                  CASE WHEN $6 AND $7::text IS NULL THEN $5::timestamptz END, $7,
-                 CASE WHEN $7::text IS NULL THEN clock_timestamp() END)
-         ON CONFLICT (user_id, resource, company_id, project_id) DO UPDATE
+                 CASE WHEN $7::text IS NULL THEN clock_timestamp() END, $8)
+         ON CONFLICT (user_id, resource, company_id, project_id, parent_id) DO UPDATE
          SET last_synced_at = coalesce(EXCLUDED.last_synced_at, c.last_synced_at),
              last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
              last_error = EXCLUDED.last_error,
@@ -213,8 +218,86 @@ pub fn save_cursor(
             timestamps::to_sql(window_end).into(),
             full_pass.into(),
             error.into(),
+            parent_id.into(),
         ],
         |_| Ok(()),
     )?;
     Ok(())
+}
+
+/// Up to `limit` ids above `after` of the live records of a parent scope: the parents whose
+/// children a sync lists next. Records hidden from the user are included on purpose: Procore
+/// refuses them the children's listing, and that refusal (a denied cursor row) is what hides
+/// the children already stored by others.
+pub fn parent_ids(
+    resource: &str,
+    company_id: i64,
+    project_id: Option<i64>,
+    parent_id: Option<i64>,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<i64>, SyncError> {
+    let mut ids = Vec::with_capacity(limit);
+    plans::run_kept(
+        "SELECT r.procore_id FROM procore_records r
+         WHERE r.resource = $1 AND r.company_id = $2
+           AND (r.project_id = $3 OR ($3 IS NULL AND r.project_id IS NULL))
+           AND (r.parent_id = $4 OR ($4 IS NULL AND r.parent_id IS NULL))
+           AND r.deleted_at IS NULL AND r.procore_id > coalesce($5, -9223372036854775808)
+         ORDER BY r.procore_id LIMIT $6",
+        &[
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+            parent_id.into(),
+            after.into(),
+            (limit as i64).into(),
+        ],
+        |table| {
+            for row in table {
+                if let Some(id) = row.get::<i64>(1)? {
+                    ids.push(id);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ids)
+}
+
+/// Records a user who can list the scope saw in Procore's own list of deleted records
+/// (a recycle bin, `filters[include_deleted]=only`): deleted for everyone, as a webhook's
+/// delete event marks them. Only records of that scope, so one scope's list can never mark
+/// another's. Returns how many were marked.
+pub fn mark_listed_deleted(
+    resource: &str,
+    company_id: i64,
+    project_id: Option<i64>,
+    parent_id: Option<i64>,
+    ids: &[i64],
+) -> Result<i64, SyncError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let marked = plans::get_one_kept::<i64>(
+        "WITH gone AS (
+            UPDATE procore_records r SET deleted_at = now()
+            WHERE r.resource = $1 AND r.company_id = $2 AND r.procore_id = ANY ($5::bigint[])
+              AND (r.project_id = $3 OR ($3 IS NULL AND r.project_id IS NULL))
+              AND (r.parent_id = $4 OR ($4 IS NULL AND r.parent_id IS NULL))
+              AND r.deleted_at IS NULL
+            RETURNING r.procore_id),
+         forgotten AS (
+            DELETE FROM procore_sync_hidden h USING gone g
+            WHERE h.resource = $1 AND h.company_id = $2 AND h.procore_id = g.procore_id)
+         SELECT count(*) FROM gone",
+        &[
+            resource.into(),
+            company_id.into(),
+            project_id.into(),
+            parent_id.into(),
+            ids.to_vec().into(),
+        ],
+    )?;
+    Ok(marked.unwrap_or(0))
 }

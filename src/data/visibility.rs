@@ -122,6 +122,9 @@ impl SeenIds {
                 listing.window_from.is_none().into(),
                 window_from.into(),
                 ids,
+                listing.parent_id.into(),
+                listing.dates.map(|(from, _)| from.to_string()).into(),
+                listing.dates.map(|(_, to)| to.to_string()).into(),
             ],
         )?;
         if self.spilled {
@@ -156,6 +159,10 @@ pub struct Listing<'a> {
     /// Where an incremental listing's `filters[updated_at]` window started; None when the
     /// listing was full.
     pub window_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// A child resource's listing: the parent record whose children it listed.
+    pub parent_id: Option<i64>,
+    /// A dated listing's days: it was full for those days (by the record's `date`) only.
+    pub dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -169,7 +176,8 @@ pub struct ListingEnd {
 /// The statement behind `finish`, over the listing's ids as `$7` or as the spilled table's
 /// rows whose listing is `$7`.
 /// `$1` user, `$2` resource, `$3` company, `$4` project (NULL for a company scope), `$5`
-/// whether the listing was full, `$6` its window's start. An incremental
+/// whether the listing was full, `$6` its window's start, `$8` the parent record of a
+/// child resource's listing, `$9`..`$10` a dated listing's days. An incremental
 /// listing considers only the records it could have returned: changed in its window, or
 /// stored since the user's previous listing. The project test is written so that a known
 /// project uses the (resource, project_id) index.
@@ -179,11 +187,13 @@ macro_rules! finish_listing_sql {
             "WITH prev AS (
                 SELECT listed_at FROM procore_sync_cursor
                 WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3
-                  AND project_id = coalesce($4, 0)),
+                  AND project_id = coalesce($4, 0) AND parent_id = coalesce($8, 0)),
             unseen AS (
                 SELECT r.procore_id, r.updated_at, r.first_synced_at FROM procore_records r
                 WHERE r.resource = $2 AND r.company_id = $3
                   AND (r.project_id = $4 OR ($4 IS NULL AND r.project_id IS NULL))
+                  AND (r.parent_id = $8 OR ($8 IS NULL AND r.parent_id IS NULL))
+                  AND ($9::text IS NULL OR (r.data->>'date') BETWEEN $9::text AND $10::text)
                   AND r.deleted_at IS NULL
                   AND ($5 OR r.updated_at >= $6::timestamptz
                        OR r.first_synced_at > coalesce((SELECT listed_at FROM prev), '-infinity'))
@@ -197,7 +207,7 @@ macro_rules! finish_listing_sql {
                   AND NOT EXISTS (
                       SELECT 1 FROM procore_sync_cursor c
                       WHERE c.resource = $2 AND c.company_id = $3 AND c.project_id = coalesce($4, 0)
-                        AND c.user_id <> $1::uuid AND c.listed_at >= u.first_synced_at
+                        AND c.parent_id = coalesce($8, 0) AND c.user_id <> $1::uuid AND c.listed_at >= u.first_synced_at
                         AND NOT EXISTS (
                             SELECT 1 FROM procore_sync_hidden h
                             WHERE h.resource = $2 AND h.company_id = $3
@@ -241,15 +251,18 @@ pub fn lock_scope(
     resource: &str,
     company_id: Option<i64>,
     project_id: Option<i64>,
+    parent_id: Option<i64>,
 ) -> Result<(), SyncError> {
     plans::run_kept(
         "SELECT pg_advisory_xact_lock($1, hashtext($2 || ':' || coalesce($3::text, '') || ':'
-                                                    || coalesce($4::text, '')))",
+                                                    || coalesce($4::text, '') || ':'
+                                                    || coalesce($5::text, '')))",
         &[
             SCOPE_LOCK_CLASS.into(),
             resource.into(),
             company_id.into(),
             project_id.into(),
+            parent_id.into(),
         ],
         |_| Ok(()),
     )?;
@@ -269,7 +282,7 @@ pub fn grant_listed_records(user_id: &str, resource: &str, ids: &[i64]) -> Resul
               AND NOT (company_id = ANY ($3::bigint[])))
          INSERT INTO procore_sync_cursor AS c (user_id, resource, company_id, project_id, listed_at)
          SELECT DISTINCT $1::uuid, $2, id, 0, clock_timestamp() FROM unnest($3::bigint[]) id
-         ON CONFLICT (user_id, resource, company_id, project_id)
+         ON CONFLICT (user_id, resource, company_id, project_id, parent_id)
          DO UPDATE SET listed_at = EXCLUDED.listed_at",
         &[user_id.into(), resource.into(), ids.to_vec().into()],
     )?;
@@ -316,15 +329,18 @@ pub fn deny_scope(
     resource: &str,
     company_id: i64,
     project_id: i64,
+    parent_id: i64,
 ) -> Result<(), SyncError> {
     Spi::run_with_args(
         "UPDATE procore_sync_cursor SET listed_at = NULL
-         WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4",
+         WHERE user_id = $1::uuid AND resource = $2 AND company_id = $3 AND project_id = $4
+           AND parent_id = $5",
         &[
             user_id.into(),
             resource.into(),
             company_id.into(),
             project_id.into(),
+            parent_id.into(),
         ],
     )?;
     Ok(())
@@ -350,17 +366,18 @@ macro_rules! forget_user_sql {
         concat!(
             "WITH revoked AS (
                 DELETE FROM procore_sync_cursor WHERE user_id = $1::uuid
-                RETURNING resource, company_id, project_id, listed_at),
+                RETURNING resource, company_id, project_id, parent_id, listed_at),
             unhidden AS (
                 UPDATE procore_sync_hidden SET user_ids = array_remove(user_ids, $1::uuid)
                 WHERE user_ids @> ARRAY[$1::uuid]),
             orphaned_scope AS (
-                SELECT DISTINCT g.resource, g.company_id, g.project_id FROM revoked g
+                SELECT DISTINCT g.resource, g.company_id, g.project_id, g.parent_id FROM revoked g
                 WHERE g.listed_at IS NOT NULL AND g.company_id <> 0
                   AND NOT EXISTS (
                       SELECT 1 FROM procore_sync_cursor c
                       WHERE c.resource = g.resource AND c.company_id = g.company_id
-                        AND c.project_id = g.project_id AND c.user_id <> $1::uuid
+                        AND c.project_id = g.project_id AND c.parent_id = g.parent_id
+                        AND c.user_id <> $1::uuid
                         AND c.listed_at IS NOT NULL)),
             orphaned AS (",
             $change,
@@ -369,6 +386,7 @@ macro_rules! forget_user_sql {
             " orphaned_scope o
                 WHERE r.resource = o.resource AND r.company_id = o.company_id
                   AND coalesce(r.project_id, 0) = o.project_id
+                  AND coalesce(r.parent_id, 0) = o.parent_id
                 RETURNING 1)
             SELECT count(*) FROM orphaned"
         )

@@ -21,8 +21,8 @@ use crate::records::RecordRow;
 use crate::settings;
 use crate::sync::counters;
 use procore_sync_core::walk::{
-    ListingEnd, ListingRef, Progress, StoreError, SyncFailure, UserWalk, WalkConfig, WalkStore,
-    REFRESH_MARGIN,
+    ListingEnd, ListingKind, ListingRef, ParentScope, Progress, StoreError, SyncFailure, UserWalk,
+    WalkConfig, WalkStore, REFRESH_MARGIN,
 };
 
 /// Advisory-lock class of the per-user refresh locks: one token refresh per user at a time,
@@ -58,6 +58,7 @@ pub fn start_walk(item: &TakenItem) -> Result<(UserWalk, PgStore), SyncFailure> 
         WalkConfig {
             full_sync_interval_s: settings::full_sync_interval_seconds(),
             listings_in_flight: settings::listings_per_user(),
+            dated_window_days: settings::dated_window_days(),
         },
     );
     let store = PgStore {
@@ -107,10 +108,12 @@ impl PgStore {
         let _ = in_transaction(|| unfinished.into_iter().try_for_each(SeenIds::discard));
     }
 
-    fn scope_of(listing: &ListingRef) -> (i64, i64) {
+    /// The cursor key of a listing's scope: company, project and parent record (0: none).
+    fn scope_of(listing: &ListingRef) -> (i64, i64, i64) {
         (
             listing.company_id.unwrap_or(0),
             listing.project_id.unwrap_or(0),
+            listing.parent_id.unwrap_or(0),
         )
     }
 
@@ -125,8 +128,16 @@ impl PgStore {
 
 impl WalkStore for PgStore {
     fn cursor(&mut self, listing: &ListingRef) -> Result<Option<CursorTimes>, StoreError> {
-        let (company, project) = Self::scope_of(listing);
-        step(|| store::cursor(&self.holder.user_id, &listing.resource, company, project))
+        let (company, project, parent) = Self::scope_of(listing);
+        step(|| {
+            store::cursor(
+                &self.holder.user_id,
+                &listing.resource,
+                company,
+                project,
+                parent,
+            )
+        })
     }
 
     fn write_page(
@@ -142,12 +153,22 @@ impl WalkStore for PgStore {
         let queue_id = self.holder.queue_id;
         self.holder
             .write(|user| {
-                visibility::lock_scope(&listing.resource, company, listing.project_id)?;
+                visibility::lock_scope(
+                    &listing.resource,
+                    company,
+                    listing.project_id,
+                    listing.parent_id,
+                )?;
                 if let Some(seen) = seen {
                     seen.add(&ids)?;
                 }
-                let written =
-                    store::upsert_page(&listing.resource, company, listing.project_id, rows)?;
+                let written = store::upsert_page(
+                    &listing.resource,
+                    company,
+                    listing.project_id,
+                    listing.parent_id,
+                    rows,
+                )?;
                 store::record_progress(&store::Progress {
                     queue_id,
                     user_id: user,
@@ -170,11 +191,16 @@ impl WalkStore for PgStore {
     }
 
     fn finish_listing(&mut self, listing: &ListingRef, end: &ListingEnd) -> Result<(), StoreError> {
-        let (company, project) = Self::scope_of(listing);
+        let (company, project, parent) = Self::scope_of(listing);
         let record_company = Self::record_company(listing);
         let mut seen = self.seen.remove(&listing.id);
         self.holder.write(|user| {
-            visibility::lock_scope(&listing.resource, record_company, listing.project_id)?;
+            visibility::lock_scope(
+                &listing.resource,
+                record_company,
+                listing.project_id,
+                listing.parent_id,
+            )?;
             // Before save_cursor moves listed_at: the end of the listing compares with the
             // previous one. Company lists are per user, so a company missing from one user's
             // list says nothing about the others: it is only no longer theirs.
@@ -189,6 +215,8 @@ impl WalkStore for PgStore {
                         company_id,
                         project_id: listing.project_id,
                         window_from: end.window_from,
+                        parent_id: listing.parent_id,
+                        dates: end.dates,
                     })?;
                 }
                 _ => {}
@@ -196,10 +224,9 @@ impl WalkStore for PgStore {
             store::save_cursor(
                 user,
                 &listing.resource,
-                company,
-                project,
+                (company, project, parent),
                 end.pass_started,
-                end.window_from.is_none(),
+                end.full_pass,
                 None,
             )
         })
@@ -215,8 +242,12 @@ impl WalkStore for PgStore {
             "procore_sync: user {}: {listing}: {message}",
             self.holder.user_id
         );
-        let (company, project) = Self::scope_of(listing);
+        let (company, project, parent) = Self::scope_of(listing);
         let seen = self.seen.remove(&listing.id);
+        // A list of deleted records that failed says nothing about the scope's records.
+        if listing.kind == ListingKind::Deletions {
+            return Ok(());
+        }
         self.holder.write(|user| {
             if let Some(seen) = seen {
                 seen.discard()?;
@@ -224,17 +255,55 @@ impl WalkStore for PgStore {
             store::save_cursor(
                 user,
                 &listing.resource,
-                company,
-                project,
+                (company, project, parent),
                 Utc::now(),
                 false,
                 Some(message),
             )?;
             // Procore no longer lets this user see the scope: neither do we.
             if denied {
-                visibility::deny_scope(user, &listing.resource, company, project)?;
+                visibility::deny_scope(user, &listing.resource, company, project, parent)?;
             }
             Ok(())
+        })
+    }
+
+    fn parent_ids(
+        &mut self,
+        parent: &ParentScope,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        step(|| {
+            store::parent_ids(
+                parent.resource,
+                parent.company_id.unwrap_or(0),
+                parent.project_id,
+                parent.parent_id,
+                after,
+                limit,
+            )
+        })
+    }
+
+    fn mark_deleted(&mut self, listing: &ListingRef, ids: &[i64]) -> Result<i64, StoreError> {
+        let Some(company) = Self::record_company(listing) else {
+            return Ok(0);
+        };
+        self.holder.write(|_| {
+            visibility::lock_scope(
+                &listing.resource,
+                Some(company),
+                listing.project_id,
+                listing.parent_id,
+            )?;
+            store::mark_listed_deleted(
+                &listing.resource,
+                company,
+                listing.project_id,
+                listing.parent_id,
+                ids,
+            )
         })
     }
 

@@ -340,6 +340,7 @@ impl EventWork {
                         &out.resource,
                         Some(out.company_id),
                         out.project_id,
+                        None,
                         rows,
                     )?;
                     inbox::finish_events(ids, "done", None)?;

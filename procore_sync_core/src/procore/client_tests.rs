@@ -33,6 +33,7 @@ fn first<'a>(path: &'a str) -> PageRequest<'a> {
         path,
         query: &[],
         per_page: None,
+        records_key: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn sends_bearer_company_accept_and_query() {
         path: "/rest/v1.0/projects?company_id=12",
         query: &query,
         per_page: Some(500),
+        records_key: None,
     };
     client.list_page(&token(), Some(12), req).expect("page");
     client
@@ -152,6 +154,7 @@ fn follows_next_links_to_the_end_on_one_connection() {
                 path: "/rest/v1.0/projects/5/rfis",
                 query: &[],
                 per_page: Some(3),
+                records_key: None,
             },
         )
         .expect("page 1");

@@ -211,6 +211,7 @@ impl Client {
                     path: &path,
                     query: &query,
                     per_page: None,
+                    records_key: None,
                 },
             );
             rate_limit = seen_limit.or(rate_limit);

@@ -86,6 +86,9 @@ pub enum PageRequest<'a> {
         path: &'a str,
         query: &'a [(String, String)],
         per_page: Option<u32>,
+        /// The answer is one object whose records are the array under this key (Procore's
+        /// folders answer a folder with its `folders` and `files`); None: an array.
+        records_key: Option<&'a str>,
     },
     /// The `next_url` of the previous [`Page`], used as given.
     Next { url: &'a str },
@@ -242,11 +245,16 @@ impl Client {
         req: PageRequest<'_>,
         rate_limit_seen: &mut Option<RateLimit>,
     ) -> Result<Page, ProcoreError> {
+        let records_key = match req {
+            PageRequest::First { records_key, .. } => records_key,
+            PageRequest::Next { .. } => None,
+        };
         let url = match req {
             PageRequest::First {
                 path,
                 query,
                 per_page,
+                ..
             } => self.first_page_url(path, query, per_page)?,
             PageRequest::Next { url } => self.next_page_url(url)?,
         };
@@ -300,7 +308,7 @@ impl Client {
         };
         let content_type = content_type_of(&response);
         let body = self.read_success_body(response, &secrets)?;
-        let records = parse_records(&body, &content_type, &secrets)?;
+        let records = parse_records(&body, &content_type, &secrets, records_key)?;
         Ok(Page {
             records,
             next_url,
@@ -746,6 +754,7 @@ fn parse_records(
     body: &[u8],
     content_type: &str,
     secrets: &[&str],
+    records_key: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, ProcoreError> {
     let text = String::from_utf8_lossy(body);
     if text.trim().is_empty() {
@@ -765,6 +774,12 @@ fn parse_records(
             body.len()
         ))
     })?;
+    let value = match (records_key, value) {
+        (Some(key), serde_json::Value::Object(mut object)) => object
+            .remove(key)
+            .unwrap_or(serde_json::Value::Array(Vec::new())),
+        (_, value) => value,
+    };
     let serde_json::Value::Array(records) = value else {
         return Err(ProcoreError::BadResponse(format!(
             "expected a JSON array of records, got {} (content-type: {content_type}): {}",

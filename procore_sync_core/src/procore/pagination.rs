@@ -84,6 +84,17 @@ pub fn expand_path(
     company_id: Option<i64>,
     project_id: Option<i64>,
 ) -> Result<String, String> {
+    expand_child_path(template, company_id, project_id, None)
+}
+
+/// [`expand_path`] for a child resource: `parent` names the placeholder its parent record's
+/// id fills (`("drawing_area_id", 42)`).
+pub fn expand_child_path(
+    template: &str,
+    company_id: Option<i64>,
+    project_id: Option<i64>,
+    parent: Option<(&str, i64)>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -96,6 +107,7 @@ pub fn expand_path(
         let value = match name {
             "company_id" => company_id,
             "project_id" => project_id,
+            _ if parent.is_some_and(|(p, _)| p == name) => parent.map(|(_, id)| id),
             _ => return Err(format!("unknown placeholder {{{name}}} in path {template}")),
         };
         match value {
@@ -202,6 +214,21 @@ mod tests {
             expand_path("/rest/v1.0/companies", None, None),
             Ok("/rest/v1.0/companies".to_owned())
         );
+    }
+
+    #[test]
+    fn expand_child_path_fills_the_parent_placeholder() {
+        assert_eq!(
+            expand_child_path(
+                "/rest/v1.1/drawing_areas/{drawing_area_id}/drawings?project_id={project_id}",
+                Some(1),
+                Some(2),
+                Some(("drawing_area_id", 42))
+            ),
+            Ok("/rest/v1.1/drawing_areas/42/drawings?project_id=2".to_owned())
+        );
+        let e = expand_child_path("/x/{rfi_id}", Some(1), Some(2), Some(("folder_id", 3)));
+        assert!(e.unwrap_err().contains("{rfi_id}"));
     }
 
     #[test]

@@ -1520,6 +1520,11 @@ fn incremental_cycle_asks_only_for_changed_records_and_picks_up_an_edit() {
     for r in &api {
         let resource = r.resource.as_deref().unwrap_or("");
         let window = r.updated_at_window();
+        // The lists of deleted records an incremental pass reads after its listing (recycle
+        // bins, filters[include_deleted]=only) are whole by nature; catalog.rs tests them.
+        if r.path.contains("recycle_bin") || r.query.contains("include_deleted") {
+            continue;
+        }
         if INCREMENTAL.contains(&resource) {
             let (from, to) = window.unwrap_or_else(|| {
                 panic!(
@@ -1545,7 +1550,7 @@ fn incremental_cycle_asks_only_for_changed_records_and_picks_up_an_edit() {
     }
     let rfis_reads: Vec<&&LoggedRequest> = api
         .iter()
-        .filter(|r| r.resource.as_deref() == Some("rfis"))
+        .filter(|r| r.resource.as_deref() == Some("rfis") && !r.path.contains("recycle_bin"))
         .collect();
     assert_eq!(
         rfis_reads.len(),
@@ -1635,10 +1640,11 @@ fn full_pass_marks_deleted_records_and_unmarks_restored_ones() {
     assert!(
         t.requests_since(seq)
             .iter()
-            .filter(|r| r.resource.as_deref() == Some("rfis"))
+            .filter(|r| r.resource.as_deref() == Some("rfis") && !r.path.contains("recycle_bin"))
             .all(|r| r.updated_at_window().is_some()),
         "the pass after the deletion is incremental (interval 1d)"
     );
+    // (This world has no recycle bins: catalog.rs tests deletions read from them.)
     assert_eq!(
         marked(&mut c),
         0,

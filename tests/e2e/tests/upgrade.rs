@@ -165,6 +165,25 @@ fn succeeded_runs(client: &mut postgres::Client, jobid: i64) -> i64 {
         .get(0)
 }
 
+/// The catalog's rows, the columns 0.1.0 has, by name (only `names` when given).
+fn catalog_rows(
+    client: &mut impl postgres::GenericClient,
+    names: Option<&Vec<String>>,
+) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT name, ROW(path_template, scope, supports_updated_at_filter, paginated,
+                              per_page, enabled)::text
+             FROM procore_sync_resource WHERE $1::text[] IS NULL OR name = ANY ($1)
+             ORDER BY name",
+            &[&names],
+        )
+        .expect("read the catalog")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 fn assert_same_rows(
     before: &BTreeMap<String, TableRows>,
     after: &BTreeMap<String, TableRows>,
@@ -352,6 +371,10 @@ fn update_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         "the new library before the update",
     );
 
+    // The catalog's rows as 0.1.0 has them: the update adds resources beside them.
+    let catalog_010 = catalog_rows(&mut client, None);
+    let names_010: Vec<String> = catalog_010.iter().map(|(n, _)| n.clone()).collect();
+
     // The update, with the scheduler up; the rows are read inside its transaction, before
     // the scheduler can act on the new version.
     let update_started = now(&mut client);
@@ -367,9 +390,20 @@ fn update_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         .get(0);
     let rows_updated =
         fingerprint_again(&mut tx, &rows_on_010).expect("fingerprint inside the update");
+    let catalog_kept = catalog_rows(&mut tx, Some(&names_010));
+    let catalog_count: i64 = tx
+        .query_one("SELECT count(*) FROM procore_sync_resource", &[])
+        .expect("count the catalog")
+        .get(0);
     tx.commit().expect("commit the update");
     assert_eq!(version, new);
-    assert_same_rows(&rows_on_010, &rows_updated, "ALTER EXTENSION UPDATE");
+    // Every table's rows are kept as they were, except the catalog's, which grows: 13
+    // resources, less the user's own `inspections`, which stays as the user wrote it.
+    let mut kept_tables = rows_on_010.clone();
+    kept_tables.remove("procore_sync_resource");
+    assert_same_rows(&kept_tables, &rows_updated, "ALTER EXTENSION UPDATE");
+    assert_eq!(catalog_kept, catalog_010, "the 0.1.0 catalog rows are kept");
+    assert_eq!(catalog_count, catalog_010.len() as i64 + 12);
     eprintln!("rows kept by the update (table: before -> after):");
     for (table, before) in &rows_on_010 {
         eprintln!(

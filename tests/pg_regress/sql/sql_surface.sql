@@ -11,8 +11,10 @@ SELECT name, scope, supports_updated_at_filter, paginated, enabled FROM procore_
 SELECT viewname FROM pg_views WHERE viewname LIKE 'procore\_%' ORDER BY viewname;
 
 -- Adding an endpoint is one INSERT; a path that cannot be filled in is refused.
-INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('inspections', '/rest/v1.0/projects/{project_id}/checklist/lists', 'project');
+INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('timesheets', '/rest/v1.0/projects/{project_id}/timesheets', 'project');
 INSERT INTO procore_sync_resource (name, path_template, scope) VALUES ('broken', '/rest/v1.0/companies/vendors', 'company');
+-- A child resource names a parent that exists.
+INSERT INTO procore_sync_resource (name, path_template, scope, parent_resource, parent_placeholder) VALUES ('orphan', '/rest/v1.0/x/{thing_id}?project_id={project_id}', 'project', 'nothing', 'thing_id');
 
 -- Re-syncing one resource resets its cursors (none yet here); an unknown one is refused.
 SELECT procore_sync_resync('rfis') AS scopes;

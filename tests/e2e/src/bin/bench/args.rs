@@ -67,6 +67,7 @@ pub struct Config {
     pub w3_per_page: u64,
     pub w3_slots: u32,
     pub w3_slot_records: u64,
+    pub w3_tree_projects: u64,
     pub w4_secs: u64,
     pub w4_interval: u64,
     pub w5_projects: u64,
@@ -321,6 +322,17 @@ pub struct Args {
         help_heading = "W3 one huge resource"
     )]
     w3_slot_records: Option<u64>,
+    /// Then one user with that many projects x 20 drawing areas x 200 drawings (child
+    /// listings, one per area): the worker's peak RSS on a tree; 0: skip
+    #[arg(
+        verbatim_doc_comment,
+        long,
+        env = "BENCH_W3_TREE_PROJECTS",
+        value_name = "N",
+        default_value_t = 50,
+        help_heading = "W3 one huge resource"
+    )]
+    w3_tree_projects: u64,
 
     /// Seconds in all: half idle, half with the 'N seconds' job [default: 300, 60 with --quick]
     #[arg(
@@ -560,6 +572,7 @@ impl Config {
             w3_per_page: args.w3_per_page,
             w3_slots: args.w3_slots,
             w3_slot_records: q(args.w3_slot_records, 15_000, 1_500),
+            w3_tree_projects: args.w3_tree_projects,
             w4_secs: q(args.w4_secs, 300, 60),
             w4_interval: args.w4_interval,
             w5_projects: q(args.w5_projects, 200, 50),
@@ -670,7 +683,8 @@ mod tests {
     ];
 
     /// The flags added since, each with its `BENCH_` variable too.
-    const FLAGS_SINCE_CLAP: [&str; 6] = [
+    const FLAGS_SINCE_CLAP: [&str; 7] = [
+        "w3-tree-projects",
         "w6-changes",
         "w6-cold-changes",
         "w6-busy-users",

@@ -245,6 +245,7 @@ pub fn run(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> Res
                 &b.statuses,
                 &b.updated,
                 &b.data,
+                &None::<i64>,
             ],
         )?;
         check_stop()?;

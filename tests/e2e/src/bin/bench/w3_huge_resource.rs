@@ -29,6 +29,7 @@ fn w3_sync(
     cfg: &Config,
     lib: &LibDir,
     world: Value,
+    (resource, enabled): (&str, &[&str]),
     total: u64,
     fault_profile: bool,
 ) -> Result<W3Run> {
@@ -40,10 +41,10 @@ fn w3_sync(
     )?;
     let mut client = bench.client()?;
     disable_default_jobs(&mut client)?;
+    let enabled: Vec<String> = enabled.iter().map(|n| n.to_string()).collect();
     client.execute(
-        "UPDATE procore_sync_resource SET per_page = $1,
-                enabled = name IN ('companies', 'projects', 'rfis')",
-        &[&(cfg.w3_per_page as i32)],
+        "UPDATE procore_sync_resource SET per_page = $1, enabled = name = ANY ($2)",
+        &[&(cfg.w3_per_page as i32), &enabled],
     )?;
     connect_users(&bench.env, 1)?;
     let t0 = Instant::now();
@@ -95,12 +96,12 @@ fn w3_sync(
     }
     let stored: i64 = client
         .query_one(
-            "SELECT count(*) FROM procore_records WHERE resource = 'rfis'",
-            &[],
+            "SELECT count(*) FROM procore_records WHERE resource = $1",
+            &[&resource],
         )?
         .get(0);
     if stored as u64 != total {
-        bail!("stored {stored} RFIs, expected {total}");
+        bail!("stored {stored} {resource}, expected {total}");
     }
     let profile = match (perf_data, pid) {
         (Some(data), Some(p)) => {
@@ -152,7 +153,8 @@ pub fn run(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> Res
         "rate_limit_spike": 1_000_000_000u64, "rate_limit_hour": 1_000_000_000u64,
         "access_token_ttl_s": 86_400,
     });
-    let run = w3_sync(cfg, lib, world.clone(), total, false)?;
+    const RFIS: (&str, &[&str]) = ("rfis", &["companies", "projects", "rfis"]);
+    let run = w3_sync(cfg, lib, world.clone(), RFIS, total, false)?;
     let (samples, peak_hwm, secs) = (&run.samples, run.peak_hwm, run.secs);
     let stored = total as i64;
     // The sample nearest to 10% of the records, and the last one before the end.
@@ -256,7 +258,7 @@ pub fn run(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> Res
     );
     if !(peak_ok && flat) && cfg.profile != ProfileMode::Off && perf {
         println!("  target missed: syncing again on a fresh cluster with perf recording the worker's page faults");
-        let again = w3_sync(cfg, lib, world, total, true)?;
+        let again = w3_sync(cfg, lib, world, RFIS, total, true)?;
         if let Some(p) = again.profile {
             println!("{p}");
             results.note(format!("W3 {p}"));
@@ -273,6 +275,104 @@ pub fn run(cfg: &Config, lib: &LibDir, perf: bool, results: &mut Results) -> Res
         check_stop()?;
         w3_all_slots_busy(cfg, lib, results)?;
     }
+    if cfg.w3_tree_projects > 0 {
+        check_stop()?;
+        w3_tree(cfg, lib, results)?;
+    }
+    Ok(())
+}
+
+/// Drawing areas in each project of the tree variant, and drawings in each area (issue 13:
+/// 50 projects x 20 areas x 200 drawings).
+const TREE_AREAS: u64 = 20;
+const TREE_DRAWINGS: u64 = 200;
+
+/// W3 on a tree: one user whose drawings hang off drawing areas, one child listing per
+/// area. The walk reads the areas' ids back from the database in batches, so the worker's
+/// memory must stay as flat as on one huge flat list.
+fn w3_tree(cfg: &Config, lib: &LibDir, results: &mut Results) -> Result<()> {
+    let projects = cfg.w3_tree_projects;
+    let total = projects * TREE_AREAS * TREE_DRAWINGS;
+    println!(
+        "W3 tree: 1 user, {projects} projects x {TREE_AREAS} drawing areas x {TREE_DRAWINGS} \
+         drawings = {total}, {} per page, max_workers 1",
+        cfg.w3_per_page
+    );
+    let world = json!({
+        "users": 1, "companies_per_user": 1, "projects_per_company": projects,
+        "records_per_resource": 1, "per_page_default": cfg.w3_per_page, "latency_ms": 0,
+        "rate_limit_spike": 1_000_000_000u64, "rate_limit_hour": 1_000_000_000u64,
+        "access_token_ttl_s": 86_400,
+        "catalog": {"drawing_areas": TREE_AREAS, "drawings_per_area": TREE_DRAWINGS},
+    });
+    let tree: (&str, &[&str]) = (
+        "drawings",
+        &["companies", "projects", "drawing_areas", "drawings"],
+    );
+    let run = w3_sync(cfg, lib, world, tree, total, false)?;
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let tenth = total as i64 / 10;
+    let early = run
+        .samples
+        .iter()
+        .filter(|(r, _)| *r >= tenth)
+        .min_by_key(|(r, _)| *r)
+        .copied()
+        .ok_or_else(|| anyhow!("no memory sample after {tenth} records"))?;
+    let peak_anon = run
+        .samples
+        .iter()
+        .filter(|(r, _)| *r >= early.0)
+        .map(|(_, m)| m.anon_kb)
+        .max()
+        .unwrap_or(0);
+    let growth_anon = mb(peak_anon) - mb(early.1.anon_kb);
+    println!(
+        "  {total} drawings in {:.1}s; {} samples; private (RssAnon) {:.1} MB at {} records, \
+         peak {:.1} MB; VmRSS peak (VmHWM) {:.1} MB",
+        run.secs,
+        run.samples.len(),
+        mb(early.1.anon_kb),
+        early.0,
+        mb(peak_anon),
+        mb(run.peak_hwm)
+    );
+    results.info(
+        "W3",
+        format!("tree: drawings synced ({projects} x {TREE_AREAS} areas x {TREE_DRAWINGS})"),
+        total as f64,
+        "",
+        0,
+    );
+    results.info(
+        "W3",
+        "tree: sync rate",
+        total as f64 / run.secs,
+        "records/s",
+        0,
+    );
+    let peak_ok = mb(run.peak_hwm) < 100.0;
+    results.add(
+        "W3",
+        "tree: worker peak RSS (VmHWM)",
+        mb(run.peak_hwm),
+        "MB",
+        1,
+        "< 100 MB",
+        Some(peak_ok),
+    );
+    results.add(
+        "W3",
+        format!(
+            "tree: private memory (RssAnon) growth after {}k records",
+            early.0 / 1000
+        ),
+        growth_anon,
+        "MB",
+        1,
+        "flat (< 10 MB)",
+        Some(growth_anon < 10.0),
+    );
     Ok(())
 }
 
