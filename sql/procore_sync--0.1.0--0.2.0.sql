@@ -357,6 +357,28 @@ INSERT INTO procore_sync_resource
 -- A row a user added under one of these names before 0.2.0 is theirs: it stays as it is.
 ON CONFLICT (name) DO NOTHING;
 
+-- A record marked deleted takes the records listed under it along (a drawing area's
+-- drawings, an RFI's replies), down the whole tree: a sync reads children only under live
+-- parents, so nothing would ever mark them. A restored parent's children come back as its
+-- listings return them.
+CREATE FUNCTION procore_sync_delete_children() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    UPDATE procore_records c SET deleted_at = NEW.deleted_at
+    FROM procore_sync_resource r
+    WHERE r.parent_resource = NEW.resource AND r.name <> NEW.resource
+      AND c.resource = r.name AND c.parent_id = NEW.procore_id
+      AND c.company_id = NEW.company_id AND c.deleted_at IS NULL;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER procore_records_delete_children
+    AFTER UPDATE OF deleted_at ON procore_records
+    FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION procore_sync_delete_children();
+
 -- Operator alerts (sql/alerts.sql).
 -- The state the alert policies weigh the next observation against, per subject:
 -- 'user:<uuid>' (healthy, failing, must_reconnect), 'job:<jobname>' (failed_runs in a row)
@@ -416,7 +438,8 @@ FROM procore_records WHERE resource = 'drawing_areas';
 
 CREATE VIEW procore_drawings WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'drawing_area_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'drawing_area_id')::bigint END AS drawing_area_id,
+       -- The drawing area whose listing returned it; the record's own field where older rows lack it.
+       coalesce(parent_id, CASE WHEN data->>'drawing_area_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'drawing_area_id')::bigint END) AS drawing_area_id,
        data->>'number' AS number, name AS title,
        coalesce(data->'discipline'->>'name', data->>'discipline') AS discipline,
        CASE jsonb_typeof(data->'obsolete') WHEN 'boolean' THEN (data->'obsolete')::boolean END AS obsolete,
@@ -436,7 +459,7 @@ FROM procore_records WHERE resource = 'folders';
 
 CREATE VIEW procore_files WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END AS folder_id,
+       coalesce(parent_id, CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END) AS folder_id,
        name, data->>'name_with_path' AS name_with_path,
        data->>'description' AS description,
        data->>'file_type' AS file_type,
@@ -447,7 +470,7 @@ FROM procore_records WHERE resource = 'files';
 
 CREATE VIEW procore_rfi_replies WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'rfi_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'rfi_id')::bigint END AS rfi_id,
+       coalesce(parent_id, CASE WHEN data->>'rfi_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'rfi_id')::bigint END) AS rfi_id,
        data->>'plain_text_body' AS body,
        CASE jsonb_typeof(data->'official') WHEN 'boolean' THEN (data->'official')::boolean END AS official,
        CASE WHEN coalesce(data->'created_by'->>'id', data->>'created_by_id') ~ '^-?[0-9]{1,18}$'

@@ -203,6 +203,28 @@ CREATE INDEX procore_records_first_synced_at ON procore_records (first_synced_at
 CREATE INDEX procore_records_parent ON procore_records (resource, parent_id, procore_id)
     WHERE parent_id IS NOT NULL;
 
+-- A record marked deleted takes the records listed under it along (a drawing area's
+-- drawings, an RFI's replies), down the whole tree: a sync reads children only under live
+-- parents, so nothing would ever mark them. A restored parent's children come back as its
+-- listings return them.
+CREATE FUNCTION procore_sync_delete_children() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    UPDATE procore_records c SET deleted_at = NEW.deleted_at
+    FROM procore_sync_resource r
+    WHERE r.parent_resource = NEW.resource AND r.name <> NEW.resource
+      AND c.resource = r.name AND c.parent_id = NEW.procore_id
+      AND c.company_id = NEW.company_id AND c.deleted_at IS NULL;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER procore_records_delete_children
+    AFTER UPDATE OF deleted_at ON procore_records
+    FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION procore_sync_delete_children();
+
 -- Where each user's sync of one resource stands, for incremental reads and deletions.
 CREATE TABLE procore_sync_cursor (
     user_id           uuid NOT NULL,

@@ -77,7 +77,8 @@ FROM procore_records WHERE resource = 'drawing_areas';
 
 CREATE VIEW procore_drawings WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'drawing_area_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'drawing_area_id')::bigint END AS drawing_area_id,
+       -- The drawing area whose listing returned it; the record's own field where older rows lack it.
+       coalesce(parent_id, CASE WHEN data->>'drawing_area_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'drawing_area_id')::bigint END) AS drawing_area_id,
        data->>'number' AS number, name AS title,
        coalesce(data->'discipline'->>'name', data->>'discipline') AS discipline,
        CASE jsonb_typeof(data->'obsolete') WHEN 'boolean' THEN (data->'obsolete')::boolean END AS obsolete,
@@ -97,7 +98,7 @@ FROM procore_records WHERE resource = 'folders';
 
 CREATE VIEW procore_files WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END AS folder_id,
+       coalesce(parent_id, CASE WHEN data->>'parent_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'parent_id')::bigint END) AS folder_id,
        name, data->>'name_with_path' AS name_with_path,
        data->>'description' AS description,
        data->>'file_type' AS file_type,
@@ -108,7 +109,7 @@ FROM procore_records WHERE resource = 'files';
 
 CREATE VIEW procore_rfi_replies WITH (security_invoker = true) AS
 SELECT procore_id AS id, company_id, project_id,
-       CASE WHEN data->>'rfi_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'rfi_id')::bigint END AS rfi_id,
+       coalesce(parent_id, CASE WHEN data->>'rfi_id' ~ '^-?[0-9]{1,18}$' THEN (data->>'rfi_id')::bigint END) AS rfi_id,
        data->>'plain_text_body' AS body,
        CASE jsonb_typeof(data->'official') WHEN 'boolean' THEN (data->'official')::boolean END AS official,
        CASE WHEN coalesce(data->'created_by'->>'id', data->>'created_by_id') ~ '^-?[0-9]{1,18}$'

@@ -527,6 +527,36 @@ fn a_parent_deleted_mid_walk_and_deletions_through_recycle_bins() {
     assert_eq!(bins.len(), 12, "{bins:?}");
     assert!(bins.iter().all(|r| r.status == 200), "{bins:?}");
     assert!(app.live("rfis") > 0);
+
+    // A full pass of the areas marks the deleted one, and its drawings go with it: no sync
+    // lists a deleted parent's children any more.
+    let deleted_drawings = |area: i64| {
+        app.count(
+            "SELECT count(*) FROM procore_records
+             WHERE resource = 'drawings' AND parent_id = $1 AND deleted_at IS NOT NULL",
+            &[&area],
+        )
+    };
+    assert_eq!(deleted_drawings(area), 0, "not before the area is marked");
+    app.client()
+        .execute("SELECT procore_sync_resync('drawing_areas')", &[])
+        .expect("procore_sync_resync");
+    app.sync();
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM procore_records
+             WHERE resource = 'drawing_areas' AND procore_id = $1 AND deleted_at IS NOT NULL",
+            &[&area]
+        ),
+        1,
+        "the full pass marked the deleted area"
+    );
+    assert_eq!(deleted_drawings(area), 4, "its drawings went with it");
+    assert_eq!(
+        deleted_drawings(area + 1),
+        0,
+        "the other areas' drawings stay"
+    );
 }
 
 #[test]

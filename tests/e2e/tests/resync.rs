@@ -59,10 +59,13 @@ impl T {
     }
 
     /// API reads of one resource since `seq`.
+    /// The listings of `resource` read since `seq`; not its lists of deleted records (recycle
+    /// bins, `filters[include_deleted]`), which every incremental pass reads whole.
     fn reads_since(&self, seq: u64, resource: &str) -> Vec<LoggedRequest> {
         self.requests_since(seq)
             .into_iter()
             .filter(|r| r.is_api() && r.resource.as_deref() == Some(resource))
+            .filter(|r| !r.path.contains("recycle_bin") && !r.query.contains("include_deleted"))
             .collect()
     }
 
