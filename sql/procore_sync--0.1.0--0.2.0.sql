@@ -98,8 +98,10 @@ AS $$
     WHERE c.user_id = $1 AND c.listed_at IS NOT NULL
 $$;
 -- The records of those scopes the user may not see: their exceptions, records stored
--- after the user's last listing of their scope, and the children of a parent whose listing
--- Procore refused the user (a child resource's grant above is any of its parents').
+-- after the user's last listing of their scope, and the children of every parent whose
+-- listing the user holds no grant to: a child resource's scope above is granted by any one
+-- of its parents', so a parent the user never listed (another user's private RFI) or was
+-- refused must hide its children here.
 -- The exceptions are found through their GIN index: a sequential scan, which the planner
 -- picks for a table of few rows, would unpack every row's array of user ids.
 CREATE FUNCTION procore_sync_invisible_records(for_user uuid)
@@ -120,10 +122,16 @@ AS $$
       AND r.first_synced_at > c.listed_at
     UNION ALL
     SELECT r.resource, r.company_id, r.procore_id
-    FROM procore_sync_cursor c
-    JOIN procore_records r ON r.resource = c.resource AND r.parent_id = c.parent_id
-     AND r.company_id = c.company_id
-    WHERE c.user_id = $1 AND c.parent_id <> 0 AND c.listed_at IS NULL
+    FROM (SELECT DISTINCT g.resource, g.company_id, g.project_id FROM procore_sync_cursor g
+          WHERE g.user_id = $1 AND g.parent_id <> 0 AND g.listed_at IS NOT NULL) s
+    JOIN procore_records r ON r.resource = s.resource AND r.company_id = s.company_id
+     AND coalesce(r.project_id, 0) = s.project_id
+    WHERE r.parent_id IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM procore_sync_cursor c
+          WHERE c.user_id = $1 AND c.resource = r.resource AND c.company_id = r.company_id
+            AND c.project_id = s.project_id AND c.parent_id = r.parent_id
+            AND c.listed_at IS NOT NULL)
 $$;
 REVOKE EXECUTE ON FUNCTION procore_sync_visible_scopes(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION procore_sync_invisible_records(uuid) FROM PUBLIC;

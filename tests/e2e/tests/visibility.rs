@@ -44,18 +44,31 @@ struct App {
 
 impl App {
     fn start(policy: (&'static str, &str)) -> App {
-        let world = small_world(
-            2,
-            json!({
-                "records_per_resource": 6,
-                "members": [{"login": "user-2", "company_id": SHARED_COMPANY, "projects": [SHARED_PROJECT]}],
-                "private_records": [{"resource": "rfis", "id": PRIVATE_RFI, "visible_to": ["user-1"]}],
-            }),
-        );
+        App::start_with(policy, json!({}), &[])
+    }
+
+    /// [`App::start`] with more of the world (`extra`) and the catalog's `enable`d too.
+    fn start_with(policy: (&'static str, &str), extra: serde_json::Value, enable: &[&str]) -> App {
+        let mut world = json!({
+            "records_per_resource": 6,
+            "members": [{"login": "user-2", "company_id": SHARED_COMPANY, "projects": [SHARED_PROJECT]}],
+            "private_records": [{"resource": "rfis", "id": PRIVATE_RFI, "visible_to": ["user-1"]}],
+        });
+        if let (Some(world), Some(extra)) = (world.as_object_mut(), extra.as_object()) {
+            world.extend(extra.clone());
+        }
+        let world = small_world(2, world);
         // Every listing full, so that deletions show at once.
         let env = start_env(world, &[("procore_sync.full_sync_interval", "0")]);
         let mut client = env.client().expect("connect");
         set_jobs(&mut client, None, None);
+        let names: Vec<String> = enable.iter().map(|n| n.to_string()).collect();
+        client
+            .execute(
+                "UPDATE procore_sync_resource SET enabled = true WHERE name = ANY ($1)",
+                &[&names],
+            )
+            .expect("enable catalog resources");
         let users = env.connect_users(2).expect("connect user-1 and user-2");
         client
             .batch_execute(APP_ROLE_SETUP)
@@ -233,6 +246,61 @@ fn each_user_sees_what_their_procore_account_sees_under(policy: (&'static str, &
         .cloned()
         .collect();
     assert_eq!(all, union, "the superuser's view is not filtered");
+}
+
+/// A child resource's scope is granted by any one of its parents' listings, so the replies
+/// to an RFI that a user has never listed (another user's private RFI, stored after the
+/// member's last sync) must stay hidden from them under both policies.
+#[test]
+fn children_of_a_parent_the_user_never_listed_stay_hidden() {
+    for policy in POLICIES {
+        let app = App::start_with(policy, json!({"catalog": {}}), &["rfi_replies"]);
+        app.sync(1);
+        app.sync(0);
+        let mut admin = app.env.client().expect("connect");
+        let private_replies = keys(
+            &mut admin,
+            &format!(
+                "SELECT resource, company_id, procore_id FROM procore_records
+                 WHERE resource = 'rfi_replies' AND parent_id = {PRIVATE_RFI}"
+            ),
+        );
+        assert!(
+            !private_replies.is_empty(),
+            "the owner's sync stored the private RFI's replies"
+        );
+        let member_sees = app.seen_by(Some(app.users[1].0));
+        assert!(
+            member_sees.iter().any(|k| k.resource == "rfi_replies"),
+            "the member sees the replies of the RFIs they listed"
+        );
+        assert!(
+            member_sees.is_disjoint(&private_replies),
+            "{}: the member sees {} replies to the private RFI they never listed",
+            app.policy,
+            member_sees.intersection(&private_replies).count()
+        );
+        // Each sees exactly the replies Procore shows them.
+        for i in 0..2 {
+            let replies = |keys: BTreeSet<RecordKey>| -> BTreeSet<i64> {
+                keys.into_iter()
+                    .filter(|k| k.resource == "rfi_replies")
+                    .map(|k| k.id)
+                    .collect()
+            };
+            let seen = replies(app.seen_by(Some(app.users[i].0)));
+            let shown = replies(app.procore_shows(i));
+            assert_eq!(
+                seen,
+                shown,
+                "{}: {} sees exactly the replies Procore shows them ({} seen, {} shown)",
+                app.policy,
+                app.users[i].1,
+                seen.len(),
+                shown.len()
+            );
+        }
+    }
 }
 
 #[test]
