@@ -77,7 +77,10 @@ CREATE TABLE procore_sync_resource (
         CHECK (parent_placeholder IS NULL
                OR strpos(path_template, '{' || parent_placeholder || '}') > 0),
     CONSTRAINT procore_sync_resource_history_needs_date_range
-        CHECK (NOT history_on_first_sync OR date_filter = 'date_range')
+        CHECK (NOT history_on_first_sync OR date_filter = 'date_range'),
+    -- One object per answer has no next page to follow.
+    CONSTRAINT procore_sync_resource_records_key_unpaginated
+        CHECK (records_key IS NULL OR NOT paginated)
 );
 
 -- The rules a constraint cannot state: a parent exists, has the child's scope, is not one of

@@ -31,9 +31,14 @@ fn mentions_credentials(text: *const std::ffi::c_char) -> bool {
     let text = unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .to_ascii_lowercase();
-    // `ALTER SYSTEM SET procore_sync.smtp_url = 'smtps://user:password@…'` and the like.
+    // `ALTER SYSTEM SET procore_sync.smtp_url = 'smtps://user:password@…'` and the like, in
+    // any spelling Postgres accepts: `"procore_sync"."smtp_url"`, `procore_sync . smtp_url`.
+    let bare: String = text
+        .chars()
+        .filter(|c| *c != '"' && !c.is_whitespace())
+        .collect();
     CREDENTIAL_CALLS.iter().any(|call| text.contains(call))
-        || SECRET_SETTINGS.iter().any(|name| text.contains(name))
+        || SECRET_SETTINGS.iter().any(|name| bare.contains(name))
 }
 
 /// Settings whose values are secrets. A reload logs every changed setting with its value

@@ -12,7 +12,7 @@ use crate::data::status;
 use crate::data::transaction::in_transaction;
 use crate::errors::SyncError;
 use crate::settings::AlertSettings;
-use crate::sync::counters;
+use crate::sync::{counters, flight};
 use procore_sync_core::alerts::{
     compose_over, next_retry_from, on_deliveries_check, on_job_run, on_queue_check,
     on_user_outcome, send_email, send_webhook, Alert, AlertError, JobStreak, QueueCheck,
@@ -61,12 +61,13 @@ pub fn note_user_outcome(
     raise(alert)
 }
 
-/// A job run ended.
+/// A job run ended (or could not start).
 pub fn note_job_run(jobid: i64, succeeded: bool, message: &str) -> Result<(), SyncError> {
     let Some(job_name) = alerts::job_name(jobid)? else {
         return Ok(());
     };
-    let subject = format!("job:{job_name}");
+    // By id: two roles may each have a job of the same name, each with its own streak.
+    let subject = format!("job:{jobid}");
     let stored = alerts::streak(&subject)?;
     let previous = JobStreak {
         failed_runs: stored.as_ref().map_or(0, |s| s.failed_runs.max(0) as u32),
@@ -155,8 +156,13 @@ pub fn compose_pending(settings: &AlertSettings) -> Result<usize, SyncError> {
 /// Tries each due delivery once, outside any transaction, and records how it went.
 pub fn deliver_due(settings: &AlertSettings) -> Result<usize, SyncError> {
     let due = in_transaction(|| alerts::due_deliveries(DELIVERIES_PER_PASS))?;
-    let tried = due.len();
+    let mut tried = 0;
     for delivery in due {
+        // Each try may wait out its timeout: a shutdown must not wait for the whole batch.
+        if flight::shutdown_requested() {
+            break;
+        }
+        tried += 1;
         let attempts = delivery.attempts.max(0) as u32 + 1;
         let failure = send(settings, &delivery)
             .err()

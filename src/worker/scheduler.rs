@@ -378,12 +378,16 @@ fn reap_finished_run(jobid: i64, state: &mut JobState) {
                 Some(pid) => jobs::finish_run(runid, succeeded, &message, pid),
                 None => jobs::fail_run(runid, &message),
             });
-            // Apart, so that a failure here never leaves the run unrecorded.
-            if let Err(e) = in_transaction(|| alerts::note_job_run(jobid, succeeded, &message)) {
-                log!("procore_sync: could not weigh job {jobid}'s run for alerts: {e}");
-            }
+            note_job_run_for_alerts(jobid, succeeded, &message);
         }
         Err(_) => {}
+    }
+}
+
+/// Apart from recording the run, so that a failure here never leaves a run unrecorded.
+fn note_job_run_for_alerts(jobid: i64, succeeded: bool, message: &str) {
+    if let Err(e) = in_transaction(|| alerts::note_job_run(jobid, succeeded, message)) {
+        log!("procore_sync: could not weigh job {jobid}'s run for alerts: {e}");
     }
 }
 
@@ -405,6 +409,7 @@ fn start_job(job: &Job) -> Option<(i64, DynamicBackgroundWorker)> {
         Ok(worker) => Some((runid, worker)),
         Err(message) => {
             let _ = in_transaction(|| jobs::fail_run(runid, &message));
+            note_job_run_for_alerts(job.jobid, false, &message);
             None
         }
     }

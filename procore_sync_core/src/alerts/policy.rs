@@ -66,7 +66,8 @@ pub enum UserOutcome {
         error: String,
         /// When the queue will try again, if it will.
         next_attempt: Option<DateTime<Utc>>,
-        /// Procore refused the refresh token: the user has to connect again.
+        /// The user has to connect again: Procore refused their refresh token, at this sync
+        /// or an earlier one, and they have not reconnected since.
         invalid_grant: bool,
     },
 }
@@ -74,6 +75,8 @@ pub enum UserOutcome {
 /// The user's next streak state and the alert to record, if any: the first failure after a
 /// success alerts; `invalid_grant` sends the reconnect alert once per streak, even after a
 /// plain failure alert; the first success after a failing streak sends the recovery notice.
+/// A plain failure after the reconnect alert means the user reconnected and fails for
+/// another reason: a new streak, which alerts.
 pub fn on_user_outcome(
     user_id: &str,
     previous: StreakState,
@@ -108,7 +111,7 @@ pub fn on_user_outcome(
             next_attempt,
             invalid_grant: false,
         } => match previous {
-            StreakState::Healthy => (
+            StreakState::Healthy | StreakState::MustReconnect => (
                 StreakState::Failing,
                 Some(Alert::UserFailing {
                     user_id: user_id.to_owned(),
@@ -116,7 +119,7 @@ pub fn on_user_outcome(
                     next_attempt,
                 }),
             ),
-            still @ (StreakState::Failing | StreakState::MustReconnect) => (still, None),
+            StreakState::Failing => (StreakState::Failing, None),
         },
     }
 }
@@ -311,10 +314,14 @@ mod tests {
             failed("timeout"),
             invalid_grant(),
             invalid_grant(),
-            failed("timeout"),
         ]);
         assert_eq!(kinds, ["user_failing", "user_must_reconnect"]);
         assert_eq!(state, StreakState::MustReconnect);
+
+        // Reconnected, then failing for another reason: a new streak.
+        let (state, kinds) = user_alerts(vec![invalid_grant(), failed("403"), failed("403")]);
+        assert_eq!(kinds, ["user_must_reconnect", "user_failing"]);
+        assert_eq!(state, StreakState::Failing);
 
         let (state, kinds) = user_alerts(vec![invalid_grant(), UserOutcome::Succeeded]);
         assert_eq!(kinds, ["user_must_reconnect", "user_recovered"]);

@@ -175,6 +175,19 @@ fn catalog_rows_the_walk_could_not_follow_are_refused_with_a_clear_error() {
         message.contains("parent resource no_such_thing does not exist"),
         "{message}"
     );
+    // An object answer (records_key) is one page: it cannot be paginated.
+    let e = client
+        .execute(
+            "INSERT INTO procore_sync_resource (name, path_template, scope, records_key)
+             VALUES ('tree', '/rest/v1.0/folders?project_id={project_id}', 'project', 'files')",
+            &[],
+        )
+        .expect_err("a paginated object answer must be refused");
+    assert_eq!(sqlstate(&e), "23514", "{e:?}");
+    assert!(
+        format!("{e:?}").contains("procore_sync_resource_records_key_unpaginated"),
+        "{e:?}"
+    );
     // Its own parent, and a cycle through another row.
     let e = refused(
         &mut client,

@@ -513,9 +513,10 @@ fn alert_urls_stay_out_of_the_log_and_out_of_reach() {
     let smtp_url = format!("smtps://alerts:{password}@mail.example.invalid:465");
     let hook_url = format!("https://hooks.example.invalid/{hook_path}");
     let mut su = connect(&env.cluster);
+    // The second spelled as Postgres also accepts it: quoted parts, spaces around the dot.
     for (name, value) in [
         ("procore_sync.smtp_url", &smtp_url),
-        ("procore_sync.alert_webhook_url", &hook_url),
+        ("\"procore_sync\" . \"alert_webhook_url\"", &hook_url),
     ] {
         su.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
             .expect("ALTER SYSTEM");
