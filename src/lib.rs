@@ -45,7 +45,6 @@ pub extern "C-unwind" fn _PG_init() {
         sync::counters::request_shared_memory();
         worker::scheduler::register();
         worker::listener::register();
-        worker::alerts::register();
     }
 }
 

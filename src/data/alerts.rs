@@ -183,14 +183,6 @@ pub fn record_outcome(delivery_id: i64, outcome: Outcome) -> Result<(), SyncErro
     Ok(())
 }
 
-/// The soonest time a pending delivery falls due, for the worker's sleep.
-pub fn next_delivery_due() -> Result<Option<DateTime<Utc>>, SyncError> {
-    Ok(Spi::get_one::<TimestampWithTimeZone>(
-        "SELECT min(next_attempt_at) FROM procore_sync_alert_delivery WHERE status = 'pending'",
-    )?
-    .and_then(timestamps::from_sql))
-}
-
 /// Composed alerts and finished deliveries past retention.
 pub fn purge_old_rows() -> Result<(), SyncError> {
     let retention = settings::retention_seconds() as f64;

@@ -1,27 +1,34 @@
 //! Operator alerts in Postgres terms. Observations (a user's sync ended, a job run ended,
 //! the queue's oldest due item, the webhook backstop's discarded deliveries) go through the
 //! pure policies of `procore_sync_core::alerts` against the stored streak, inside the
-//! caller's transaction, and at most one alert row comes out. The `procore_sync alerts`
-//! worker then composes and sends: nothing here waits on a mail server.
+//! caller's transaction, and at most one alert row comes out. The scheduler then composes
+//! them ([`AlertPass`]) and hands them to a sending thread: nothing waits on a mail server.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgrx::prelude::*;
 
-use crate::data::alerts::{self, Delivery, Outcome};
+use crate::data::alerts::{self, Outcome};
 use crate::data::status;
 use crate::data::transaction::in_transaction;
 use crate::errors::SyncError;
 use crate::settings::AlertSettings;
-use crate::sync::{counters, flight};
+use crate::sync::counters;
 use procore_sync_core::alerts::{
     compose_over, next_retry_from, on_deliveries_check, on_job_run, on_queue_check,
-    on_user_outcome, send_email, send_webhook, Alert, AlertError, JobStreak, QueueCheck,
-    QueueState, RunOutcome, StreakState, UserOutcome,
+    on_user_outcome, Alert, Channel, Destinations, JobStreak, Outbox, Outgoing, QueueCheck,
+    QueueState, RunOutcome, Sent, StreakState, UserOutcome,
 };
 use procore_sync_core::walk::{SyncFailure, SyncOutcome};
 
-/// Deliveries tried in one pass at most, so a reload or shutdown is never far off.
+/// Deliveries handed to the sending thread in one pass at most.
 const DELIVERIES_PER_PASS: i64 = 20;
+/// How often the queue's oldest due item is looked at.
+const QUEUE_CHECK_EVERY: TimeDelta = TimeDelta::seconds(5);
+/// How often old alerts and deliveries are deleted.
+const PURGE_EVERY: TimeDelta = TimeDelta::hours(1);
 
 const QUEUE_SUBJECT: &str = "queue";
 
@@ -101,7 +108,7 @@ pub fn note_discarded_deliveries(company_id: i64, discarded: i64) -> Result<(), 
 }
 
 /// Whether the queue drains: its oldest due item against `procore_sync.alert_queue_stall`.
-pub fn check_queue(settings: &AlertSettings) -> Result<(), SyncError> {
+fn check_queue(settings: &AlertSettings) -> Result<(), SyncError> {
     let queue = status::queue()?;
     let check = QueueCheck {
         oldest_due_since: queue.oldest_due,
@@ -121,17 +128,17 @@ pub fn check_queue(settings: &AlertSettings) -> Result<(), SyncError> {
 fn channels(settings: &AlertSettings) -> Vec<&'static str> {
     let mut channels = Vec::new();
     if settings.smtp_url.is_some() && !settings.email_to.is_empty() {
-        channels.push("email");
+        channels.push(Channel::Email.as_str());
     }
     if settings.webhook_url.is_some() {
-        channels.push("webhook");
+        channels.push(Channel::Webhook.as_str());
     }
     channels
 }
 
 /// Turns the alerts whose window has closed into messages, one delivery per channel set
 /// now. With no channel set, the server log is where they go.
-pub fn compose_pending(settings: &AlertSettings) -> Result<usize, SyncError> {
+fn compose_pending(settings: &AlertSettings) -> Result<usize, SyncError> {
     let pending = alerts::uncomposed()?;
     if pending.is_empty() {
         return Ok(0);
@@ -153,20 +160,68 @@ pub fn compose_pending(settings: &AlertSettings) -> Result<usize, SyncError> {
     Ok(messages.len())
 }
 
-/// Tries each due delivery once, outside any transaction, and records how it went.
-pub fn deliver_due(settings: &AlertSettings) -> Result<usize, SyncError> {
-    let due = in_transaction(|| alerts::due_deliveries(DELIVERIES_PER_PASS))?;
-    let mut tried = 0;
-    for delivery in due {
-        // Each try may wait out its timeout: a shutdown must not wait for the whole batch.
-        if flight::shutdown_requested() {
-            break;
+/// The alert duties of the scheduler's loop: watch the queue, compose what is due, hand
+/// due deliveries to the sending thread and record how they went. Nothing here waits on a
+/// mail or webhook server, so jobs start on time whatever the alert channels do.
+pub struct AlertPass {
+    outbox: Outbox,
+    /// Deliveries handed over: their tries so far and channel, for recording the outcome.
+    sending: HashMap<i64, (u32, Channel)>,
+    next_queue_check: DateTime<Utc>,
+    next_purge: DateTime<Utc>,
+}
+
+impl AlertPass {
+    pub fn start() -> Result<AlertPass, SyncError> {
+        let outbox = Outbox::start()
+            .map_err(|e| SyncError::Internal(format!("cannot start the alert sender: {e}")))?;
+        Ok(AlertPass {
+            outbox,
+            sending: HashMap::new(),
+            next_queue_check: Utc::now(),
+            next_purge: Utc::now(),
+        })
+    }
+
+    /// One pass; each step in its own transaction, none inside another.
+    pub fn run(&mut self) -> Result<(), SyncError> {
+        let settings = crate::settings::alert_settings();
+        for sent in self.outbox.finished() {
+            self.record(&settings, sent)?;
         }
-        tried += 1;
-        let attempts = delivery.attempts.max(0) as u32 + 1;
-        let failure = send(settings, &delivery)
-            .err()
-            .map(|e| (e.to_string(), e.is_retryable()));
+        let now = Utc::now();
+        if now >= self.next_queue_check {
+            in_transaction(|| check_queue(&settings))?;
+            self.next_queue_check = now + QUEUE_CHECK_EVERY;
+        }
+        if now >= self.next_purge {
+            in_transaction(alerts::purge_old_rows)?;
+            self.next_purge = now + PURGE_EVERY;
+        }
+        in_transaction(|| compose_pending(&settings))?;
+        let due = in_transaction(|| alerts::due_deliveries(DELIVERIES_PER_PASS))?;
+        let to = destinations(&settings);
+        for delivery in due {
+            let Some(channel) = Channel::parse(&delivery.channel) else {
+                continue;
+            };
+            let tries = delivery.attempts.max(0) as u32;
+            if self.outbox.submit(Outgoing {
+                id: delivery.id,
+                channel,
+                message: delivery.message,
+                to: to.clone(),
+            }) {
+                self.sending.insert(delivery.id, (tries, channel));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, settings: &AlertSettings, sent: Sent) -> Result<(), SyncError> {
+        let (tries, channel) = self.sending.remove(&sent.id).unwrap_or((0, Channel::Email));
+        let attempts = tries + 1;
+        let failure = sent.result.err().map(|e| (e.to_string(), e.is_retryable()));
         let outcome = match &failure {
             None => Outcome::Sent,
             Some((error, retryable)) => match next_retry_from(attempts, settings.first_retry) {
@@ -183,38 +238,23 @@ pub fn deliver_due(settings: &AlertSettings) -> Result<usize, SyncError> {
                 counters::alert_delivery(false);
                 log!(
                     "procore_sync: alert delivery {} by {} failed after {attempts} tries: {error}",
-                    delivery.id,
-                    delivery.channel
+                    sent.id,
+                    channel.as_str()
                 );
             }
             Outcome::RetryAt { .. } => {}
         }
-        in_transaction(|| alerts::record_outcome(delivery.id, outcome))?;
+        in_transaction(|| alerts::record_outcome(sent.id, outcome))
     }
-    Ok(tried)
 }
 
-fn send(settings: &AlertSettings, delivery: &Delivery) -> Result<(), AlertError> {
-    let unset = |setting: &str| AlertError::Config(format!("{setting} is not set any more"));
-    match delivery.channel.as_str() {
-        "email" => send_email(
-            settings
-                .smtp_url
-                .as_ref()
-                .ok_or_else(|| unset("procore_sync.smtp_url"))?,
-            &settings.email_from,
-            &settings.email_to,
-            &delivery.message,
-            settings.timeout,
-            settings.ca_file.as_deref().map(std::path::Path::new),
-        ),
-        _ => send_webhook(
-            settings
-                .webhook_url
-                .as_ref()
-                .ok_or_else(|| unset("procore_sync.alert_webhook_url"))?,
-            &delivery.message,
-            settings.timeout,
-        ),
+fn destinations(settings: &AlertSettings) -> Destinations {
+    Destinations {
+        smtp_url: settings.smtp_url.clone(),
+        email_from: settings.email_from.clone(),
+        email_to: settings.email_to.clone(),
+        webhook_url: settings.webhook_url.clone(),
+        timeout: settings.timeout,
+        ca_file: settings.ca_file.as_ref().map(PathBuf::from),
     }
 }

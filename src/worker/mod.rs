@@ -3,7 +3,6 @@
 //! manual `procore_sync_user`) and the HTTP listener (preloaded, when configured). What they
 //! run lives in `sync` and `data`.
 
-pub mod alerts;
 pub mod job_runner;
 pub mod listener;
 pub mod scheduler;

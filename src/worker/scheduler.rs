@@ -23,9 +23,10 @@ use crate::data::queue;
 use crate::data::transaction::in_transaction;
 use crate::schedule::{self, Schedule};
 use crate::settings;
+use crate::sync::alerts::{self, AlertPass};
+use crate::sync::counters;
 use crate::sync::launch::{self, LIBRARY};
 use crate::sync::wakeup;
-use crate::sync::{alerts, counters};
 
 /// Orphaned items and retention are looked after this often; it is also the longest sleep,
 /// so a wakeup lost for any reason delays a job change by at most this much. Job changes
@@ -33,6 +34,9 @@ use crate::sync::{alerts, counters};
 /// `set_notify_pid`, and `process_procore_sync_queue` reaps orphans itself every minute.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 const NO_EXTENSION_RETRY: Duration = Duration::from_secs(5);
+/// The longest sleep while the extension is ready: how late an alert can go out after its
+/// window closes, and how soon a delivery's outcome is recorded.
+const ALERT_PASS_EVERY: Duration = Duration::from_secs(1);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("procore_sync scheduler")
@@ -87,6 +91,7 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
     let mut next_housekeeping = Utc::now();
     let mut known_jobs = KnownJobs::default();
     let mut seen_inbox_changes = wakeup::inbox_changes();
+    let mut alert_pass: Option<AlertPass> = None;
     loop {
         // Reset before looking at anything: a wakeup that arrives while this pass runs
         // leaves the latch set, and the wait below returns at once.
@@ -158,7 +163,12 @@ pub extern "C-unwind" fn procore_sync_scheduler_main(_arg: pg_sys::Datum) {
             seen_inbox_changes = inbox_changes;
             look_after_inbox();
         }
-        if !wait_for_wakeup(sleep_until_next(&states, next_housekeeping)) {
+        let mut sleep = sleep_until_next(&states, next_housekeeping);
+        if extension_ready {
+            look_after_alerts(&mut alert_pass);
+            sleep = sleep.min(ALERT_PASS_EVERY);
+        }
+        if !wait_for_wakeup(sleep) {
             break;
         }
     }
@@ -223,6 +233,28 @@ fn look_after_queue() {
 fn look_after_inbox() {
     if let Err(e) = in_transaction(|| launch::ensure_pool(0)) {
         log!("procore_sync: could not start a sync worker for webhook events: {e}");
+    }
+}
+
+/// Alerts: the queue watched, messages composed, deliveries handed to the sending thread
+/// and their outcomes recorded. A failure is logged unless the extension just went away
+/// (which the loop reports once itself).
+fn look_after_alerts(pass: &mut Option<AlertPass>) {
+    if pass.is_none() {
+        match AlertPass::start() {
+            Ok(started) => *pass = Some(started),
+            Err(e) => {
+                log!("procore_sync alerts: {e}");
+                return;
+            }
+        }
+    }
+    if let Some(pass) = pass {
+        if let Err(e) = pass.run() {
+            if in_transaction(installed::require_current_version).is_ok() {
+                log!("procore_sync alerts: {e}");
+            }
+        }
     }
 }
 

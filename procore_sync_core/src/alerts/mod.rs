@@ -11,6 +11,8 @@
 //!   burst of more than a handful becomes one digest.
 //! - [`send_email`] and [`send_webhook`] deliver one message; [`next_retry`] says when to try
 //!   a failed delivery again, or that it is time to record it as failed.
+//! - [`Outbox`] sends deliveries on a thread of its own and reports how each went, so the
+//!   extension's scheduler hands them over without waiting on a server.
 //!
 //! No token, password or webhook URL reaches a message or an [`AlertError`]: every text that
 //! came from outside goes through [`scrub`] (bearer tokens, `access_token=`/`password=`
@@ -19,6 +21,7 @@
 mod alert;
 mod compose;
 mod error;
+mod outbox;
 mod policy;
 mod retry;
 mod scrub;
@@ -33,6 +36,7 @@ pub use compose::{
     compose, compose_over, Message, PendingAlert, DEFAULT_DIGEST_ABOVE, DIGEST_LINES, WINDOW,
 };
 pub use error::AlertError;
+pub use outbox::{Channel, Destinations, Outbox, Outgoing, Sent};
 pub use policy::{
     on_deliveries_check, on_job_run, on_queue_check, on_user_outcome, JobStreak, QueueCheck,
     QueueState, RunOutcome, StreakState, UserOutcome, DEFAULT_QUEUE_STALL_AFTER,

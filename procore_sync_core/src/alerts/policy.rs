@@ -310,11 +310,7 @@ mod tests {
 
     #[test]
     fn invalid_grant_mid_streak_sends_the_reconnect_alert_once() {
-        let (state, kinds) = user_alerts(vec![
-            failed("timeout"),
-            invalid_grant(),
-            invalid_grant(),
-        ]);
+        let (state, kinds) = user_alerts(vec![failed("timeout"), invalid_grant(), invalid_grant()]);
         assert_eq!(kinds, ["user_failing", "user_must_reconnect"]);
         assert_eq!(state, StreakState::MustReconnect);
 
