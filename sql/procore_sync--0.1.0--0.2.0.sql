@@ -392,7 +392,7 @@ CREATE TRIGGER procore_records_delete_children
 
 -- Operator alerts (sql/alerts.sql).
 -- The state the alert policies weigh the next observation against, per subject:
--- 'user:<uuid>' (healthy, failing, must_reconnect), 'job:<jobname>' (failed_runs in a row)
+-- 'user:<uuid>' (healthy, failing, must_reconnect), 'job:<jobid>' (failed_runs in a row)
 -- and 'queue' (draining, stalled).
 CREATE TABLE procore_sync_alert_streak (
     subject     text PRIMARY KEY,

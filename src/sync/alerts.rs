@@ -169,6 +169,8 @@ pub struct AlertPass {
     sending: HashMap<i64, (u32, Channel)>,
     next_queue_check: DateTime<Utc>,
     next_purge: DateTime<Utc>,
+    /// The last failure reported, so that one that lasts is logged once.
+    reported: Option<String>,
 }
 
 impl AlertPass {
@@ -180,7 +182,25 @@ impl AlertPass {
             sending: HashMap::new(),
             next_queue_check: Utc::now(),
             next_purge: Utc::now(),
+            reported: None,
         })
+    }
+
+    /// A pass's failure when it differs from the last one reported; a success resets it.
+    pub fn failure_to_report(&mut self, outcome: Result<(), SyncError>) -> Option<String> {
+        match outcome {
+            Ok(()) => {
+                self.reported = None;
+                None
+            }
+            Err(e) => {
+                let text = e.to_string();
+                (self.reported.as_deref() != Some(text.as_str())).then(|| {
+                    self.reported = Some(text.clone());
+                    text
+                })
+            }
+        }
     }
 
     /// One pass; each step in its own transaction, none inside another.

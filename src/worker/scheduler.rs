@@ -250,7 +250,9 @@ fn look_after_alerts(pass: &mut Option<AlertPass>) {
         }
     }
     if let Some(pass) = pass {
-        if let Err(e) = pass.run() {
+        let outcome = pass.run();
+        // Once per distinct failure, not once a second while it lasts.
+        if let Some(e) = pass.failure_to_report(outcome) {
             if in_transaction(installed::require_current_version).is_ok() {
                 log!("procore_sync alerts: {e}");
             }
