@@ -560,3 +560,68 @@ fn a_failing_sync_alerts_with_the_error_and_the_next_attempt() {
     );
     a.assert_no_secret("the post", &post.to_string());
 }
+
+/// Two roles may each have a job of the same name (`procore_sync_job` is unique on name and
+/// role): each job has its own streak, so one role's successes do not hide the other's
+/// failures.
+#[test]
+fn jobs_of_the_same_name_under_two_roles_keep_their_own_streaks() {
+    let a = A::start(1, &[]);
+    let mut su = a.client();
+    for role in ["alice", "bob"] {
+        // Role names are fixed identifiers of this test, not input.
+        a.ok(
+            su.batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN;
+                 GRANT EXECUTE ON FUNCTION procore_sync_schedule(text, text, text) TO {role}"
+            ))
+            .map_err(Into::into),
+            "create a role that may schedule",
+        );
+    }
+    for (role, command) in [("alice", "SELECT 1/0"), ("bob", "SELECT 1")] {
+        let mut c = a.ok(
+            a.env.cluster.client_for("postgres", role),
+            "connect as the role",
+        );
+        a.ok(
+            c.execute(
+                "SELECT procore_sync_schedule('nightly', '1 seconds', $1)",
+                &[&command],
+            )
+            .map(drop)
+            .map_err(Into::into),
+            "schedule nightly",
+        );
+    }
+    a.wait("three failed and three good runs of nightly", || {
+        let mut c = a.env.client()?;
+        let row = c.query_one(
+            "SELECT count(*) FILTER (WHERE status = 'failed'),
+                    count(*) FILTER (WHERE status = 'succeeded')
+             FROM procore_sync_job_run_details WHERE jobname = 'nightly'",
+            &[],
+        )?;
+        Ok(row.get::<_, i64>(0) >= 3 && row.get::<_, i64>(1) >= 3)
+    });
+    a.wait_alert("job_failing");
+    let mut c = a.client();
+    let failing: Vec<String> = a
+        .ok(
+            c.query(
+                "SELECT details ->> 'job_name' FROM procore_sync_alert WHERE kind = 'job_failing'",
+                &[],
+            )
+            .map_err(Into::into),
+            "read the alerts",
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(failing, ["nightly"], "alice's job alerted once");
+    assert!(
+        !a.alert_kinds().iter().any(|k| k == "job_recovered"),
+        "bob's successes are not alice's recovery: {:?}",
+        a.alert_kinds()
+    );
+}
