@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use crate::procore::{ClientConfig, Secret};
+use procore_sync_core::alerts::Destinations;
 
 pub static DATABASE_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -401,16 +402,12 @@ fn register_alerts() {
 
 /// Where and how alerts go, as set now.
 pub struct AlertSettings {
-    pub smtp_url: Option<Secret>,
-    pub email_from: String,
-    pub email_to: Vec<String>,
-    pub webhook_url: Option<Secret>,
+    /// Where each delivery goes, handed to the sending thread as it is.
+    pub to: Destinations,
     pub queue_stall: Duration,
     pub window: Duration,
     pub digest_above: usize,
     pub first_retry: Duration,
-    pub timeout: Duration,
-    pub ca_file: Option<String>,
 }
 
 pub fn alert_settings() -> AlertSettings {
@@ -421,22 +418,24 @@ pub fn alert_settings() -> AlertSettings {
     };
     let ca_file = string(&CA_FILE);
     AlertSettings {
-        smtp_url: secret(&SMTP_URL),
-        email_from: string(&ALERT_EMAIL_FROM),
-        email_to: string(&ALERT_EMAIL_TO)
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        webhook_url: secret(&ALERT_WEBHOOK_URL),
+        to: Destinations {
+            smtp_url: secret(&SMTP_URL),
+            email_from: string(&ALERT_EMAIL_FROM),
+            email_to: string(&ALERT_EMAIL_TO)
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            webhook_url: secret(&ALERT_WEBHOOK_URL),
+            // An alert is a short message: a server that takes longer than this is down.
+            timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get().clamp(1, 10_000) as u64),
+            ca_file: (!ca_file.is_empty()).then(|| ca_file.into()),
+        },
         queue_stall: Duration::from_secs(ALERT_QUEUE_STALL_S.get().max(1) as u64),
         window: Duration::from_millis(ALERT_WINDOW_MS.get().max(100) as u64),
         digest_above: ALERT_DIGEST_ABOVE.get().max(0) as usize,
         first_retry: Duration::from_millis(ALERT_RETRY_DELAY_MS.get().max(100) as u64),
-        // An alert is a short message: a server that takes longer than this is down.
-        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get().clamp(1, 10_000) as u64),
-        ca_file: (!ca_file.is_empty()).then_some(ca_file),
     }
 }
 

@@ -5,7 +5,6 @@
 //! them ([`AlertPass`]) and hands them to a sending thread: nothing waits on a mail server.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgrx::prelude::*;
@@ -18,8 +17,8 @@ use crate::settings::AlertSettings;
 use crate::sync::counters;
 use procore_sync_core::alerts::{
     compose_over, next_retry_from, on_deliveries_check, on_job_run, on_queue_check,
-    on_user_outcome, Alert, Channel, Destinations, JobStreak, Outbox, Outgoing, QueueCheck,
-    QueueState, RunOutcome, Sent, StreakState, UserOutcome,
+    on_user_outcome, Alert, Channel, JobStreak, Outbox, Outgoing, QueueCheck, QueueState,
+    RunOutcome, Sent, StreakState, UserOutcome,
 };
 use procore_sync_core::walk::{SyncFailure, SyncOutcome};
 
@@ -127,10 +126,10 @@ fn check_queue(settings: &AlertSettings) -> Result<(), SyncError> {
 /// The channels set now, by the names the delivery table uses.
 fn channels(settings: &AlertSettings) -> Vec<&'static str> {
     let mut channels = Vec::new();
-    if settings.smtp_url.is_some() && !settings.email_to.is_empty() {
+    if settings.to.smtp_url.is_some() && !settings.to.email_to.is_empty() {
         channels.push(Channel::Email.as_str());
     }
-    if settings.webhook_url.is_some() {
+    if settings.to.webhook_url.is_some() {
         channels.push(Channel::Webhook.as_str());
     }
     channels
@@ -220,7 +219,6 @@ impl AlertPass {
         }
         in_transaction(|| compose_pending(&settings))?;
         let due = in_transaction(|| alerts::due_deliveries(DELIVERIES_PER_PASS))?;
-        let to = destinations(&settings);
         for delivery in due {
             let Some(channel) = Channel::parse(&delivery.channel) else {
                 continue;
@@ -230,7 +228,7 @@ impl AlertPass {
                 id: delivery.id,
                 channel,
                 message: delivery.message,
-                to: to.clone(),
+                to: settings.to.clone(),
             }) {
                 self.sending.insert(delivery.id, (tries, channel));
             }
@@ -265,16 +263,5 @@ impl AlertPass {
             Outcome::RetryAt { .. } => {}
         }
         in_transaction(|| alerts::record_outcome(sent.id, outcome))
-    }
-}
-
-fn destinations(settings: &AlertSettings) -> Destinations {
-    Destinations {
-        smtp_url: settings.smtp_url.clone(),
-        email_from: settings.email_from.clone(),
-        email_to: settings.email_to.clone(),
-        webhook_url: settings.webhook_url.clone(),
-        timeout: settings.timeout,
-        ca_file: settings.ca_file.as_ref().map(PathBuf::from),
     }
 }
